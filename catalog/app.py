@@ -1,0 +1,79 @@
+"""The Strata service process: state, HMS Thrift server, REST API and periodic sync together."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import uvicorn
+
+from api.rest.app import create_app
+from api.thrift.server import ThriftServer
+from catalog.config import Settings
+from catalog.scheduler import SyncScheduler
+from catalog.service import CatalogService
+
+log = logging.getLogger(__name__)
+
+
+class StrataServer:
+    """Starts and stops every front end over one :class:`CatalogService`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.service = CatalogService(settings)
+        self.thrift = ThriftServer(
+            self.service, settings.host, settings.thrift_port,
+            max_connections=settings.thrift_max_connections,
+            idle_timeout_s=settings.thrift_idle_timeout_s,
+            max_message_bytes=settings.thrift_max_message_bytes)
+        self.scheduler = SyncScheduler(self.service)
+        config = uvicorn.Config(create_app(self.service), host=settings.host,
+                                port=settings.rest_port, log_level="warning", access_log=False)
+        self.rest = uvicorn.Server(config)
+        self._rest_thread: threading.Thread | None = None
+
+    @property
+    def rest_port(self) -> int:
+        servers = getattr(self.rest, "servers", None) or []
+        for srv in servers:
+            for sock in srv.sockets:
+                return int(sock.getsockname()[1])
+        return self.settings.rest_port
+
+    def start(self) -> StrataServer:
+        self.thrift.start()
+        self.scheduler.start()
+        self._rest_thread = threading.Thread(target=self.rest.run, name="rest", daemon=True)
+        self._rest_thread.start()
+        return self
+
+    def wait_started(self, timeout: float = 30.0) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not self.rest.started:
+            if self._rest_thread is not None and not self._rest_thread.is_alive():
+                raise RuntimeError(f"REST server failed to start on port {self.settings.rest_port}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("REST server did not start")
+            time.sleep(0.05)
+
+    def serve_forever(self) -> None:
+        self.start()
+        self.wait_started()
+        log.info("Strata serving: thrift://%s:%d  http://%s:%d", self.settings.host,
+                 self.thrift.port, self.settings.host, self.rest_port)
+        try:
+            while self._rest_thread is not None and self._rest_thread.is_alive():
+                self._rest_thread.join(timeout=1)
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        self.rest.should_exit = True
+        self.scheduler.stop()
+        self.thrift.stop()
+        if self._rest_thread is not None:
+            self._rest_thread.join(timeout=10)
+        self.service.close()

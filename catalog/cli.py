@@ -1,0 +1,311 @@
+"""``catalogctl``: run the Strata server and manage it over its REST API.
+
+Every command but ``serve`` talks to a running server (``--server``, else ``$CATALOG_SERVER``,
+else http://127.0.0.1:8080). Output is aligned text, or the raw JSON with ``--json``. Errors print
+one line ``catalogctl: error: <message>`` on stderr; exit code 2 for usage or invalid input,
+1 for any other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from datetime import datetime
+from typing import Any, NoReturn
+
+from catalog.client import DEFAULT_SERVER, CatalogClient
+from catalog.exceptions import CatalogError, InvalidInputError
+
+PROG = "catalogctl"
+PARTITIONS_SHOWN = 100
+
+
+class UsageError(Exception):
+    """Bad command line (exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"invalid option '{text}' (expected KEY=VALUE)")
+    return key.strip(), value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``catalogctl`` argument parser."""
+    # --server/--json are accepted before or after the command.
+    common = _Parser(add_help=False)
+    common.add_argument("--server", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
+
+    parser = _Parser(prog=PROG, description="Strata catalog: serve, attach, sync and browse.")
+    parser.add_argument("--server", default=None, metavar="URL",
+                        help=f"REST URL of Strata (default: $CATALOG_SERVER or {DEFAULT_SERVER})")
+    parser.add_argument("--json", action="store_true", default=False,
+                        help="print the raw JSON answers")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("serve", parents=[common], help="run the Thrift and REST servers",
+                       description="Run Strata; flags override the CATALOG_* environment.")
+    p.add_argument("--data-dir", metavar="DIR", help="state store directory")
+    p.add_argument("--host", metavar="H", help="address to bind")
+    p.add_argument("--thrift-port", type=int, metavar="PORT", help="HMS Thrift port (9083)")
+    p.add_argument("--rest-port", type=int, metavar="PORT", help="REST port (8080)")
+    p.add_argument("--sync-interval", type=float, metavar="SECONDS",
+                   help="default periodic sync interval (0 disables)")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("attach-db", parents=[common], help="attach a database of a UDB")
+    p.add_argument("udb_type", metavar="UDB_TYPE", help="hive | directory")
+    p.add_argument("uri", metavar="URI", help="e.g. thrift://metastore:9083")
+    p.add_argument("source_db", metavar="SOURCE_DB", help="database name in the UDB")
+    p.add_argument("--db", metavar="NAME", help="name in Strata (default: SOURCE_DB)")
+    p.add_argument("-o", "--option", type=_key_value, action="append", default=[],
+                   metavar="KEY=VALUE", help="attach option (repeatable)")
+    p.set_defaults(func=_cmd_attach)
+
+    p = sub.add_parser("detach-db", parents=[common], help="detach a database")
+    p.add_argument("db", metavar="DB")
+    p.set_defaults(func=_cmd_detach)
+
+    p = sub.add_parser("sync", parents=[common], help="sync a database (or one table) now")
+    p.add_argument("db", metavar="DB")
+    p.add_argument("table", metavar="TABLE", nargs="?")
+    p.set_defaults(func=_cmd_sync)
+
+    p = sub.add_parser("ls", parents=[common],
+                       help="list databases, the tables of DB, or show DB TABLE")
+    p.add_argument("db", metavar="DB", nargs="?")
+    p.add_argument("table", metavar="TABLE", nargs="?")
+    p.set_defaults(func=_cmd_ls)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``catalogctl``; returns the exit code (never raises, never prints a traceback)."""
+    try:
+        args = build_parser().parse_args(argv)
+        func: Callable[[argparse.Namespace], int] = args.func
+        return func(args)
+    except SystemExit as e:  # --help
+        return e.code if isinstance(e.code, int) else 0
+    except (UsageError, InvalidInputError) as e:
+        return _fail(str(e), 2)
+    except CatalogError as e:
+        return _fail(str(e), 1)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # noqa: BLE001 - last resort: one line, no traceback
+        return _fail(f"unexpected {type(e).__name__}: {e}", 1)
+
+
+def _fail(message: str, code: int) -> int:
+    one_line = " ".join(message.split()) or "failed"
+    print(f"{PROG}: error: {one_line}", file=sys.stderr)
+    return code
+
+
+def _client(args: argparse.Namespace) -> CatalogClient:
+    return CatalogClient(args.server or os.environ.get("CATALOG_SERVER") or DEFAULT_SERVER)
+
+
+# -- serve ---------------------------------------------------------------------------------------
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from catalog.config import Settings
+
+    given = {"data_dir": args.data_dir, "host": args.host, "thrift_port": args.thrift_port,
+             "rest_port": args.rest_port, "sync_interval_s": args.sync_interval}
+    try:
+        settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as e:
+        raise UsageError("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}"
+                                   for err in e.errors())) from e
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from catalog.app import StrataServer  # the servers' imports are heavy: only for serve
+
+    try:
+        server = StrataServer(settings)
+    except OSError as e:
+        raise CatalogError(f"cannot start Strata: {e}") from e
+
+    def stop(signum: int, frame: object) -> None:
+        logging.getLogger(PROG).info("%s: stopping", signal.Signals(signum).name)
+        server.rest.should_exit = True  # serve_forever returns and stops everything
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.serve_forever()
+    except (OSError, RuntimeError) as e:
+        with suppress(Exception):
+            server.stop()
+        raise CatalogError(f"cannot start Strata: {e}") from e
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+# -- commands over REST --------------------------------------------------------------------------
+
+
+def _cmd_attach(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        report = client.attach_database(args.udb_type, args.uri, args.source_db, name=args.db,
+                                        options=dict(args.option))
+    if args.json:
+        return _print_json(report)
+    print(f"attached '{report['db']}' ({args.udb_type} {args.uri} {args.source_db}): "
+          f"{report['tables']['added']} tables, {report['partitions']['added']} partitions "
+          f"in {report['duration_s']:g}s")
+    return 0
+
+
+def _cmd_detach(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        client.detach_database(args.db)
+    if args.json:
+        return _print_json({"detached": args.db})
+    print(f"detached '{args.db}'")
+    return 0
+
+
+def _cmd_sync(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        report = client.sync(args.db, args.table)
+    if args.json:
+        return _print_json(report)
+    what = f"{report['db']}.{args.table}" if args.table else report["db"]
+    print(f"synced '{what}' in {report['duration_s']:g}s: tables {_counts(report['tables'])}; "
+          f"partitions {_counts(report['partitions'])}")
+    return 0
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.db is None:
+            return _ls_databases(args, client.list_databases())
+        if args.table is None:
+            return _ls_tables(args, client.list_tables(args.db))
+        table = client.get_table(args.db, args.table)
+        page = (client.partitions(args.db, args.table, limit=PARTITIONS_SHOWN)
+                if table.get("partition_keys") else None)
+    if args.json:
+        return _print_json({"table": table, "partitions": page})
+    _show_table(table, page)
+    return 0
+
+
+def _ls_databases(args: argparse.Namespace, dbs: list[dict[str, Any]]) -> int:
+    if args.json:
+        return _print_json(dbs)
+    if not dbs:
+        print("no databases attached")
+        return 0
+    rows = []
+    for d in dbs:
+        last = d.get("last_sync") or {}
+        status = "-" if not last else (f"{len(last['errors'])} error(s)" if last.get("errors")
+                                       else "ok")
+        rows.append([d["name"], d["udb_type"], d["uri"], d["source_db"], d["table_count"],
+                     _time(d["attached_at"]), _time(d.get("last_sync_at")), status])
+    _print_rows(["NAME", "TYPE", "URI", "SOURCE DB", "TABLES", "ATTACHED", "LAST SYNC", "STATUS"],
+                rows)
+    return 0
+
+
+def _ls_tables(args: argparse.Namespace, tables: list[dict[str, Any]]) -> int:
+    if args.json:
+        return _print_json(tables)
+    if not tables:
+        print(f"no tables in '{args.db}'")
+        return 0
+    _print_rows(["NAME", "TYPE", "PARTITIONS", "VERSION", "BYPASS", "LOCATION"],
+                [[t["name"], t["type"], t["partition_count"], t["version"], _yes(t["bypass"]),
+                  t.get("location")] for t in tables])
+    return 0
+
+
+def _show_table(t: dict[str, Any], page: dict[str, Any] | None) -> None:
+    sd = t.get("sd") or {}
+    serde = (sd.get("serde") or {}).get("serialization_lib")
+    _print_rows([], [
+        ["table", f"{t['db_name']}.{t['name']}"], ["type", t["table_type"]],
+        ["location", t.get("location")], ["input format", sd.get("input_format")],
+        ["serde", serde], ["version", t["version"]], ["partitions", t["partition_count"]],
+        ["layout", t["layout"]], ["bypass", _yes(t["bypass"])],
+        ["fingerprint", t.get("fingerprint")]])
+    print("\ncolumns:")
+    _print_rows(["NAME", "TYPE", "COMMENT"],
+                [[c["name"], c["type"], c.get("comment")] for c in sd.get("columns", [])],
+                indent="  ")
+    if t.get("partition_keys"):
+        print("\npartition keys:")
+        _print_rows(["NAME", "TYPE"], [[c["name"], c["type"]] for c in t["partition_keys"]],
+                    indent="  ")
+    if t.get("view_original_text"):
+        print(f"\nview:\n  {t['view_original_text']}")
+    if page is not None:
+        shown = len(page["partitions"])
+        print(f"\npartitions ({shown} of {page['total']}"
+              + (", first shown" if shown < page["total"] else "") + "):")
+        _print_rows(["NAME", "LOCATION"],
+                    [[p["name"], (p.get("sd") or {}).get("location")]
+                     for p in page["partitions"]], indent="  ")
+
+
+# -- formatting ----------------------------------------------------------------------------------
+
+
+def _print_json(value: Any) -> int:
+    print(json.dumps(value, indent=2, sort_keys=False))
+    return 0
+
+
+def _print_rows(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: str = "") -> None:
+    """Columns aligned on the widest cell; ``None`` shows as ``-``."""
+    cells = [["-" if v is None else str(v) for v in row] for row in rows]
+    table = ([list(headers)] if headers else []) + cells
+    if not table:
+        return
+    widths = [max(len(r[i]) for r in table if i < len(r)) for i in range(len(table[0]))]
+    for row in table:
+        print(indent + "  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+def _counts(c: dict[str, int]) -> str:
+    return (f"{c['added']} added, {c['updated']} updated, {c['removed']} removed, "
+            f"{c['unchanged']} unchanged")
+
+
+def _yes(flag: Any) -> str:
+    return "yes" if flag else "no"
+
+
+def _time(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value).strftime("%Y-%m-%d %H:%M:%SZ")
+    except ValueError:
+        return value
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""A small client of the Strata REST API (``/api/v1``), used by ``catalogctl``.
+
+Error bodies ``{"error": {"type", "message"}}`` come back as the same
+:class:`~catalog.exceptions.CatalogError` subclass the server raised (by class name; otherwise by
+HTTP status; otherwise ``CatalogError``), so callers handle remote and local errors alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from catalog import exceptions
+from catalog.exceptions import CatalogError, InvalidInputError
+
+DEFAULT_SERVER = "http://127.0.0.1:8080"
+API = "/api/v1"
+
+_BY_STATUS: dict[int, type[CatalogError]] = {
+    404: exceptions.NotFoundError, 405: exceptions.ReadOnlyError,
+    409: exceptions.AlreadyExistsError, 422: exceptions.InvalidInputError,
+    502: exceptions.UdbError,
+}
+
+
+def error_from_response(status: int, body: Any) -> CatalogError:
+    """The CatalogError an error response stands for."""
+    info = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(info, dict) or "message" not in info:
+        return _by_status(status)(f"HTTP {status}: {str(body)[:200]}")
+    cls = getattr(exceptions, str(info.get("type")), None)
+    if not (isinstance(cls, type) and issubclass(cls, CatalogError)):
+        cls = _by_status(status)
+    # Subclasses build their message from parts (NoSuchTableError(db, table)); set it as is.
+    err = cls.__new__(cls)
+    Exception.__init__(err, str(info["message"]))
+    return err
+
+
+def _by_status(status: int) -> type[CatalogError]:
+    return _BY_STATUS.get(status, CatalogError)
+
+
+def _seg(name: str) -> str:
+    return quote(name, safe="")
+
+
+class CatalogClient:
+    """Calls of the REST API; every failure raises a :class:`CatalogError`.
+
+    ``timeout`` bounds each request (attach and sync of a large database can take a while);
+    an unreachable server raises ``CatalogError("cannot reach Strata at <url>: ...")``.
+    """
+
+    def __init__(self, base_url: str = DEFAULT_SERVER, timeout: float = 300.0) -> None:
+        if "://" not in base_url:
+            base_url = f"http://{base_url}"
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._http = httpx.Client(base_url=self.base_url,
+                                  timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> CatalogClient:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- transport -------------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, *, json: Any = None,
+                 params: Mapping[str, Any] | None = None) -> Any:
+        try:
+            resp = self._http.request(method, path, json=json, params=params)
+        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as e:
+            raise InvalidInputError(f"invalid server URL '{self.base_url}': {e}") from e
+        except httpx.TimeoutException as e:
+            raise CatalogError(f"Strata at {self.base_url} did not answer within "
+                               f"{self.timeout:g}s") from e
+        except httpx.TransportError as e:
+            raise CatalogError(f"cannot reach Strata at {self.base_url}: {e}") from e
+        if resp.status_code == 204:
+            return None
+        try:
+            body = resp.json()
+        except ValueError:
+            body = resp.text
+        if resp.status_code >= 400:
+            raise error_from_response(resp.status_code, body)
+        return body
+
+    # -- calls -----------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", "/health")
+        return result
+
+    def list_databases(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._request("GET", f"{API}/databases")
+        return result
+
+    def get_database(self, db: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"{API}/databases/{_seg(db)}")
+        return result
+
+    def attach_database(self, udb_type: str, uri: str, source_db: str, *,
+                        name: str | None = None,
+                        options: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """Attach; answers the sync report."""
+        body = {"udb_type": udb_type, "uri": uri, "source_db": source_db, "name": name,
+                "options": dict(options or {})}
+        result: dict[str, Any] = self._request("POST", f"{API}/databases", json=body)
+        return result
+
+    def detach_database(self, db: str) -> None:
+        self._request("DELETE", f"{API}/databases/{_seg(db)}")
+
+    def sync(self, db: str, table: str | None = None) -> dict[str, Any]:
+        """Sync a database or one table; a UDB that cannot be read raises ``UdbError``."""
+        path = f"{API}/databases/{_seg(db)}"
+        if table is not None:
+            path += f"/tables/{_seg(table)}"
+        result: dict[str, Any] = self._request("POST", f"{path}/sync")
+        return result
+
+    def list_tables(self, db: str) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._request("GET", f"{API}/databases/{_seg(db)}/tables")
+        return result
+
+    def get_table(self, db: str, table: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request(
+            "GET", f"{API}/databases/{_seg(db)}/tables/{_seg(table)}")
+        return result
+
+    def partitions(self, db: str, table: str, *, offset: int = 0, limit: int = 100,
+                   filter: str | None = None) -> dict[str, Any]:
+        """One page: ``{"total", "offset", "limit", "partitions": [...]}``."""
+        params: dict[str, Any] = {"offset": offset, "limit": limit}
+        if filter is not None:
+            params["filter"] = filter
+        result: dict[str, Any] = self._request(
+            "GET", f"{API}/databases/{_seg(db)}/tables/{_seg(table)}/partitions", params=params)
+        return result

@@ -1,0 +1,323 @@
+"""The embedded state store: one SQLite database (WAL) in the data directory.
+
+Every multi-step change runs in one transaction (:meth:`StateStore.transaction`), so a crash leaves
+the old state or the new one. The schema is versioned; :data:`MIGRATIONS` brings any older file up
+to date at open. SQL stays portable (no SQLite-only syntax in the data statements) so that a
+PostgreSQL store can follow.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from catalog.exceptions import StateStoreError
+from catalog.models import Database, Partition, Table
+
+STATE_FILE = "catalog.db"
+
+#: Schema migrations, applied in order; entry i brings the schema from version i to i + 1.
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE databases (
+        name TEXT PRIMARY KEY,
+        udb_type TEXT NOT NULL,
+        udb_uri TEXT NOT NULL,
+        source_db TEXT NOT NULL,
+        options TEXT NOT NULL,
+        info TEXT NOT NULL,
+        sync_interval_s REAL,
+        attached_at REAL NOT NULL,
+        last_sync_at REAL,
+        last_sync TEXT
+    );
+    CREATE TABLE tables (
+        id INTEGER PRIMARY KEY,
+        db_name TEXT NOT NULL REFERENCES databases(name) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        info TEXT NOT NULL,
+        fingerprint TEXT,
+        bypass INTEGER NOT NULL DEFAULT 0,
+        version INTEGER NOT NULL,
+        partition_count INTEGER NOT NULL DEFAULT 0,
+        updated_at REAL NOT NULL,
+        UNIQUE (db_name, name)
+    );
+    CREATE TABLE partitions (
+        table_id INTEGER NOT NULL REFERENCES tables(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        info TEXT NOT NULL,
+        fingerprint TEXT,
+        PRIMARY KEY (table_id, name)
+    );
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class DatabaseRecord:
+    """An attached database as the store keeps it."""
+
+    name: str
+    udb_type: str
+    udb_uri: str
+    source_db: str
+    options: dict[str, str]
+    info: Database
+    sync_interval_s: float | None
+    attached_at: float
+    last_sync_at: float | None
+    last_sync: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class TableRecord:
+    """A table as the store keeps it; ``version`` grows on every change of it or its partitions."""
+
+    id: int
+    db_name: str
+    name: str
+    table: Table
+    fingerprint: str | None
+    bypass: bool
+    version: int
+    partition_count: int
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class PartitionRecord:
+    name: str
+    partition: Partition
+    fingerprint: str | None
+
+
+class StateStore:
+    """Catalog state in SQLite. Thread-safe: one connection per thread, one writer at a time."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = Path(data_dir)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StateStoreError(f"cannot create data directory '{self.data_dir}': {e}") from e
+        self.path = self.data_dir / STATE_FILE
+        self._local = threading.local()
+        self._write_lock = threading.RLock()
+        self._migrate()
+
+    # -- connections -----------------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                       timeout=30)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+            except sqlite3.Error as e:
+                raise StateStoreError(f"cannot open state store '{self.path}': {e}") from e
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write: everything inside commits together or not at all."""
+        with self._write_lock:
+            conn = self._conn()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._conn().execute(sql, params).fetchall()
+        except sqlite3.Error as e:
+            raise StateStoreError(f"state store query failed: {e}") from e
+
+    def _migrate(self) -> None:
+        with self._write_lock:
+            conn = self._conn()
+            try:
+                conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+                row = conn.execute("SELECT version FROM schema_version").fetchone()
+                current = row[0] if row else 0
+                if current > SCHEMA_VERSION:
+                    raise StateStoreError(
+                        f"state store '{self.path}' has schema version {current}, newer than this "
+                        f"release understands ({SCHEMA_VERSION}); upgrade Strata")
+                for version in range(current, SCHEMA_VERSION):
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        for statement in MIGRATIONS[version].split(";"):
+                            if statement.strip():
+                                conn.execute(statement)
+                        conn.execute("DELETE FROM schema_version")
+                        conn.execute("INSERT INTO schema_version VALUES (?)", (version + 1,))
+                        conn.execute("COMMIT")
+                    except BaseException:
+                        conn.execute("ROLLBACK")
+                        raise
+            except sqlite3.Error as e:
+                raise StateStoreError(f"cannot migrate state store '{self.path}': {e}") from e
+
+    def schema_version(self) -> int:
+        return int(self._query("SELECT version FROM schema_version")[0][0])
+
+    # -- databases -------------------------------------------------------------------------------
+
+    _DB_COLS = ("name, udb_type, udb_uri, source_db, options, info, sync_interval_s, attached_at, "
+                "last_sync_at, last_sync")
+
+    def databases(self) -> list[DatabaseRecord]:
+        rows = self._query(f"SELECT {self._DB_COLS} FROM databases ORDER BY name")
+        return [_db_record(r) for r in rows]
+
+    def database(self, name: str) -> DatabaseRecord | None:
+        rows = self._query(f"SELECT {self._DB_COLS} FROM databases WHERE name = ?", (name,))
+        return _db_record(rows[0]) if rows else None
+
+    @staticmethod
+    def insert_database(conn: sqlite3.Connection, rec: DatabaseRecord) -> None:
+        conn.execute(
+            "INSERT INTO databases (name, udb_type, udb_uri, source_db, options, info, "
+            "sync_interval_s, attached_at, last_sync_at, last_sync) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (rec.name, rec.udb_type, rec.udb_uri, rec.source_db, json.dumps(rec.options),
+             rec.info.model_dump_json(), rec.sync_interval_s, rec.attached_at, rec.last_sync_at,
+             json.dumps(rec.last_sync) if rec.last_sync is not None else None))
+
+    @staticmethod
+    def update_database_info(conn: sqlite3.Connection, name: str, info: Database) -> None:
+        conn.execute("UPDATE databases SET info = ? WHERE name = ?",
+                     (info.model_dump_json(), name))
+
+    @staticmethod
+    def record_sync(conn: sqlite3.Connection, name: str, at: float, report: dict[str, Any]) -> None:
+        conn.execute("UPDATE databases SET last_sync_at = ?, last_sync = ? WHERE name = ?",
+                     (at, json.dumps(report), name))
+
+    @staticmethod
+    def delete_database(conn: sqlite3.Connection, name: str) -> int:
+        # Explicit deletes keep this portable to stores without cascading foreign keys.
+        conn.execute("DELETE FROM partitions WHERE table_id IN "
+                     "(SELECT id FROM tables WHERE db_name = ?)", (name,))
+        conn.execute("DELETE FROM tables WHERE db_name = ?", (name,))
+        return conn.execute("DELETE FROM databases WHERE name = ?", (name,)).rowcount
+
+    # -- tables ----------------------------------------------------------------------------------
+
+    _TABLE_COLS = ("id, db_name, name, info, fingerprint, bypass, version, partition_count, "
+                   "updated_at")
+
+    def tables(self, db_name: str | None = None) -> list[TableRecord]:
+        if db_name is None:
+            rows = self._query(f"SELECT {self._TABLE_COLS} FROM tables ORDER BY db_name, name")
+        else:
+            rows = self._query(f"SELECT {self._TABLE_COLS} FROM tables WHERE db_name = ? "
+                               "ORDER BY name", (db_name,))
+        return [_table_record(r) for r in rows]
+
+    @staticmethod
+    def insert_table(conn: sqlite3.Connection, db_name: str, table: Table,
+                     fingerprint: str | None, bypass: bool, partition_count: int) -> int:
+        cur = conn.execute(
+            "INSERT INTO tables (db_name, name, info, fingerprint, bypass, version, "
+            "partition_count, updated_at) VALUES (?,?,?,?,?,?,?,?)",
+            (db_name, table.name, table.model_dump_json(), fingerprint, int(bypass), 1,
+             partition_count, time.time()))
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    @staticmethod
+    def update_table(conn: sqlite3.Connection, table_id: int, table: Table,
+                     fingerprint: str | None, bypass: bool, partition_count: int) -> None:
+        conn.execute(
+            "UPDATE tables SET info = ?, fingerprint = ?, bypass = ?, partition_count = ?, "
+            "version = version + 1, updated_at = ? WHERE id = ?",
+            (table.model_dump_json(), fingerprint, int(bypass), partition_count, time.time(),
+             table_id))
+
+    @staticmethod
+    def delete_table(conn: sqlite3.Connection, table_id: int) -> None:
+        conn.execute("DELETE FROM partitions WHERE table_id = ?", (table_id,))
+        conn.execute("DELETE FROM tables WHERE id = ?", (table_id,))
+
+    # -- partitions ------------------------------------------------------------------------------
+
+    def partition_names(self, table_id: int) -> list[str]:
+        rows = self._query("SELECT name FROM partitions WHERE table_id = ? ORDER BY name",
+                           (table_id,))
+        return [r[0] for r in rows]
+
+    def partition_fingerprints(self, table_id: int) -> dict[str, tuple[str, str | None]]:
+        """name -> (info JSON, fingerprint), for sync's comparison."""
+        rows = self._query("SELECT name, info, fingerprint FROM partitions WHERE table_id = ?",
+                           (table_id,))
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    def partitions(self, table_id: int, names: Sequence[str] | None = None
+                   ) -> list[PartitionRecord]:
+        """Partitions of a table, by name order, or those of ``names`` in the order given."""
+        if names is None:
+            rows = self._query("SELECT name, info, fingerprint FROM partitions WHERE table_id = ? "
+                               "ORDER BY name", (table_id,))
+            return [PartitionRecord(r[0], Partition.model_validate_json(r[1]), r[2])
+                    for r in rows]
+        found: dict[str, PartitionRecord] = {}
+        unique = list(dict.fromkeys(names))
+        for start in range(0, len(unique), 500):
+            chunk = unique[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self._query(f"SELECT name, info, fingerprint FROM partitions WHERE "
+                                 f"table_id = ? AND name IN ({marks})", (table_id, *chunk)):
+                found[r[0]] = PartitionRecord(r[0], Partition.model_validate_json(r[1]), r[2])
+        return [found[n] for n in names if n in found]
+
+    @staticmethod
+    def upsert_partitions(conn: sqlite3.Connection, table_id: int,
+                          rows: Iterable[tuple[str, str, str | None]]) -> None:
+        """Insert or replace (name, info JSON, fingerprint) rows."""
+        conn.executemany(
+            "INSERT INTO partitions (table_id, name, info, fingerprint) VALUES (?,?,?,?) "
+            "ON CONFLICT (table_id, name) DO UPDATE SET info = excluded.info, "
+            "fingerprint = excluded.fingerprint", ((table_id, n, i, f) for n, i, f in rows))
+
+    @staticmethod
+    def delete_partitions(conn: sqlite3.Connection, table_id: int, names: Iterable[str]) -> None:
+        conn.executemany("DELETE FROM partitions WHERE table_id = ? AND name = ?",
+                         ((table_id, n) for n in names))
+
+
+def _db_record(r: tuple[Any, ...]) -> DatabaseRecord:
+    return DatabaseRecord(
+        name=r[0], udb_type=r[1], udb_uri=r[2], source_db=r[3], options=json.loads(r[4]),
+        info=Database.model_validate_json(r[5]), sync_interval_s=r[6], attached_at=r[7],
+        last_sync_at=r[8], last_sync=json.loads(r[9]) if r[9] else None)
+
+
+def _table_record(r: tuple[Any, ...]) -> TableRecord:
+    return TableRecord(
+        id=r[0], db_name=r[1], name=r[2], table=Table.model_validate_json(r[3]),
+        fingerprint=r[4], bypass=bool(r[5]), version=r[6], partition_count=r[7],
+        updated_at=r[8])
