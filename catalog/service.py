@@ -341,9 +341,10 @@ class CatalogService:
                 return self._finish_sync(rec.name, report, started)
             try:
                 if table is not None:
-                    if table.lower() not in current and not table_opts.selects(table):
+                    source_names = [n for n in udb.list_tables() if n.lower() == table.lower()
+                                    and table_opts.selects(n)]
+                    if table.lower() not in current and not source_names:
                         raise NoSuchTableError(rec.name, table)
-                    source_names = [n for n in udb.list_tables() if n.lower() == table.lower()]
                     current = {k: v for k, v in current.items() if k == table.lower()}
                 else:
                     source_names = udb.list_tables()
