@@ -18,16 +18,18 @@ class SyncScheduler:
     A sync that fails (UDB unreachable) leaves the last good state served; the next run retries.
     """
 
-    def __init__(self, service: CatalogService) -> None:
+    def __init__(self, service: CatalogService, refresh_s: float = 5.0) -> None:
         self.service = service
+        self.refresh_s = refresh_s
         self._scheduler = BackgroundScheduler(daemon=True)
         self._jobs: dict[str, float] = {}
+        self._failures: dict[str, int] = {}
 
     def start(self) -> None:
         self._scheduler.start()
         self.refresh()
         # Pick up databases attached or detached since the last look.
-        self._scheduler.add_job(self.refresh, "interval", seconds=5, id="__refresh__",
+        self._scheduler.add_job(self.refresh, "interval", seconds=self.refresh_s, id="__refresh__",
                                 coalesce=True, max_instances=1)
 
     def refresh(self) -> None:
@@ -55,12 +57,23 @@ class SyncScheduler:
 
     def _sync(self, db: str) -> None:
         try:
-            report = self.service.sync(db)
+            errors = self.service.sync(db).errors
         except CatalogError as e:
-            log.warning("periodic sync of %s failed: %s", db, e)
+            errors = [str(e)]
+        if not errors:
+            self._failures.pop(db, None)
             return
-        if report.errors:
-            log.warning("periodic sync of %s: %s", db, "; ".join(report.errors))
+        # Keep serving the last good state; retry sooner than the interval, backing off.
+        failures = self._failures.get(db, 0) + 1
+        self._failures[db] = failures
+        delay = min(self._jobs.get(db, 300.0), 5.0 * 2 ** min(failures, 10))
+        log.warning("sync of %s failed (%d in a row), retrying in %.0fs: %s", db, failures,
+                    delay, "; ".join(errors))
+        from datetime import datetime, timedelta
+
+        self._scheduler.add_job(self._sync, "date", args=[db], id=f"retry:{db}",
+                                replace_existing=True,
+                                run_date=datetime.now() + timedelta(seconds=delay))
 
     def stop(self) -> None:
         self._scheduler.shutdown(wait=False)
