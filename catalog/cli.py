@@ -138,6 +138,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                                    for err in e.errors())) from e
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     from catalog.app import StrataServer  # the servers' imports are heavy: only for serve
 
     try:

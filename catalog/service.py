@@ -26,7 +26,7 @@ from catalog.exceptions import (
     NoSuchTableError,
     UdbError,
 )
-from catalog.models import Database, Partition, Table, partition_name
+from catalog.models import Database, Partition, Table, parse_partition_name, partition_name
 from catalog.partition_filter import compile_filter
 from catalog.store import DatabaseRecord, StateStore, TableRecord
 from catalog.udb import load_udb
@@ -179,7 +179,7 @@ class CatalogService:
     def partition_names(self, db: str, table: str) -> list[str]:
         """All partition names of a table, in name order (memoised per table version)."""
         rec = self.table_record(db, table)
-        return list(_partition_names(self.store, rec.id, rec.version))
+        return list(_partition_index(self.store, rec.id, rec.version)[0])
 
     def partitions_by_names(self, db: str, table: str, names: Sequence[str]) -> list[Partition]:
         """The partitions of ``names`` that exist, in the order given."""
@@ -204,7 +204,8 @@ class CatalogService:
         """Partition names matching a partial value spec (``''`` = any) and/or a Hive filter."""
         rec = self.table_record(db, table)
         keys = rec.table.partition_keys
-        names = _partition_names(self.store, rec.id, rec.version)
+        all_names, all_values = _partition_index(self.store, rec.id, rec.version)
+        names: Sequence[str] = all_names
         if values:
             if len(values) > len(keys):
                 raise InvalidInputError(
@@ -212,14 +213,12 @@ class CatalogService:
                     f"{len(keys)} partition keys")
             wanted = [(i, v) for i, v in enumerate(values) if v]
             if wanted:
-                vals = _partition_values(self.store, rec.id, rec.version)
-                names = tuple(n for n, pv in zip(names, vals)
-                              if all(pv[i] == v for i, v in wanted))
+                names = [n for n, pv in zip(all_names, all_values)
+                         if all(pv[i] == v for i, v in wanted)]
         if filter_text is not None and filter_text.strip():
             predicate = compile_filter(filter_text, [(k.name, k.type) for k in keys])
-            vals_by_name = dict(zip(_partition_names(self.store, rec.id, rec.version),
-                                    _partition_values(self.store, rec.id, rec.version)))
-            names = tuple(n for n in names if predicate(vals_by_name[n]))
+            selected = set(names)
+            names = [n for n, pv in zip(all_names, all_values) if n in selected and predicate(pv)]
         out = list(names)
         return out if max_parts is None or max_parts < 0 else out[:max_parts]
 
@@ -427,17 +426,11 @@ class CatalogService:
 
 
 @lru_cache(maxsize=256)
-def _partition_names(store: StateStore, table_id: int, version: int) -> tuple[str, ...]:
-    return tuple(store.partition_names(table_id))
-
-
-@lru_cache(maxsize=64)
-def _partition_values(store: StateStore, table_id: int, version: int
-                      ) -> tuple[tuple[str, ...], ...]:
-    from catalog.models import parse_partition_name
-
-    return tuple(tuple(v for _, v in parse_partition_name(n))
-                 for n in _partition_names(store, table_id, version))
+def _partition_index(store: StateStore, table_id: int, version: int
+                     ) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
+    """A table's partition names (sorted) and their values, for one version of it."""
+    names = tuple(store.partition_names(table_id))
+    return names, tuple(tuple(v for _, v in parse_partition_name(n)) for n in names)
 
 
 def _sync_interval(options: Mapping[str, str]) -> float | None:

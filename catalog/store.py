@@ -39,7 +39,7 @@ MIGRATIONS: list[str] = [
         last_sync TEXT
     );
     CREATE TABLE tables (
-        id INTEGER PRIMARY KEY,
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
         db_name TEXT NOT NULL REFERENCES databases(name) ON DELETE CASCADE,
         name TEXT NOT NULL,
         info TEXT NOT NULL,
@@ -81,7 +81,10 @@ class DatabaseRecord:
 
 @dataclass(frozen=True)
 class TableRecord:
-    """A table as the store keeps it; ``version`` grows on every change of it or its partitions."""
+    """A table as the store keeps it; ``version`` grows on every change of it or its partitions.
+
+    Ids are never reused, so ``(id, version)`` names one state of one table for caches.
+    """
 
     id: int
     db_name: str

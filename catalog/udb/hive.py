@@ -268,15 +268,16 @@ class HiveUdb(UnderDatabase):
         names = [partition_name(keys, list(p.values or [])) for p in parts]
         out: dict[str, list[ColumnStatistics]] = {}
         for start in range(0, len(names), 1000):
-            chunk = names[start:start + 1000]
+            request = hms.PartitionsStatsRequest(dbName=self.source_db, tblName=table.name,
+                                                 colNames=cols,
+                                                 partNames=names[start:start + 1000])
+
+            def fetch(c: Any, request: Any = request) -> Any:
+                return c.get_partitions_statistics_req(request)
+
             try:
-                res = self._first_supported(
-                    "partition statistics",
-                    ("get_partitions_statistics_req",
-                     lambda c, chunk=chunk: c.get_partitions_statistics_req(
-                         hms.PartitionsStatsRequest(dbName=self.source_db, tblName=table.name,
-                                                    colNames=cols, partNames=chunk))),
-                )
+                res = self._first_supported("partition statistics",
+                                            ("get_partitions_statistics_req", fetch))
             except (hms.NoSuchObjectException, UdbError):
                 return out
             for name, objs in (res.partStats or {}).items():
