@@ -55,11 +55,14 @@ class SyncReport:
     tables: Counts = field(default_factory=Counts)
     partitions: Counts = field(default_factory=Counts)
     errors: list[str] = field(default_factory=list)
+    #: What the under-database skipped (e.g. a folder that is no table); not a failure.
+    warnings: list[str] = field(default_factory=list)
     duration_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {"db": self.db, "tables": vars(self.tables), "partitions": vars(self.partitions),
-                "errors": list(self.errors), "duration_s": round(self.duration_s, 3)}
+                "errors": list(self.errors), "warnings": list(self.warnings),
+                "duration_s": round(self.duration_s, 3)}
 
 
 @dataclass(frozen=True)
@@ -250,7 +253,7 @@ class CatalogService:
             if errors:
                 raise UdbError(f"attach of '{source_db}' failed, nothing attached: "
                                + "; ".join(errors[:5]))
-            report = SyncReport(db=db_name)
+            report = SyncReport(db=db_name, warnings=list(udb.problems))
             now = time.time()
             with self.store.transaction() as conn:
                 self.store.insert_database(conn, DatabaseRecord(
@@ -356,6 +359,7 @@ class CatalogService:
                 return self._finish_sync(rec.name, report, started)
             finally:
                 udb.close()
+            report.warnings.extend(udb.problems)
             if errors:
                 report.errors.extend(errors)
                 return self._finish_sync(rec.name, report, started)

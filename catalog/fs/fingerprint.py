@@ -67,8 +67,12 @@ def data_fingerprint(location: str | None) -> str | None:
         return ABSENT
     except (OSError, ValueError):
         return ABSENT
-    entries.sort()
+    return digest_entries(entries)
+
+
+def digest_entries(entries: list[tuple[str, int, int]]) -> str:
+    """The fingerprint of (relative path, size, mtime in ns) entries, in any order."""
     h = hashlib.blake2b(digest_size=16)
-    for name, size, mtime in entries:
+    for name, size, mtime in sorted(entries):
         h.update(f"{name}\0{size}\0{mtime}\n".encode())
     return f"{len(entries)}:{h.hexdigest()}"

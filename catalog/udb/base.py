@@ -23,6 +23,8 @@ class UnderDatabase(ABC):
         self.uri = uri
         self.source_db = source_db
         self.options = dict(options)
+        #: Problems of the last reads that skipped something (a table, a column), for humans.
+        self.problems: list[str] = []
 
     @abstractmethod
     def get_database(self) -> Database:

@@ -78,6 +78,7 @@ from catalog.exceptions import (
     UdbError,
 )
 from catalog.fs.fingerprint import data_fingerprint
+from catalog.fs.fingerprint import digest_entries
 from catalog.models import (
     EXTERNAL_TABLE,
     Column,
@@ -227,17 +228,6 @@ def partition_key_type(values: Sequence[str]) -> str:
     return "string"
 
 
-def _digest(entries: list[tuple[str, int, int]]) -> str:
-    """Same digest as :func:`catalog.fs.fingerprint.data_fingerprint` over the same entries."""
-    import hashlib
-
-    entries.sort()
-    h = hashlib.blake2b(digest_size=16)
-    for name, size, mtime in entries:
-        h.update(f"{name}\0{size}\0{mtime}\n".encode())
-    return f"{len(entries)}:{h.hexdigest()}"
-
-
 @dataclass
 class _File:
     rel: str  # path relative to the table folder
@@ -293,8 +283,6 @@ class DirectoryUdb(UnderDatabase):
             self.db_path = f"{root.rstrip('/')}/{source_db}"
             self.db_location = f"{root_location}/{source_db}"
         self.db_name = os.path.basename(root) if source_db == "." else source_db
-        #: Per-table problems of the last reads (skipped tables, left-out columns), for humans.
-        self.problems: list[str] = []
         self._scans: dict[str, _Scan] = {}
         self._fingerprints: dict[str, str] = {}
         self._duck: duckdb.DuckDBPyConnection | None = None
@@ -438,7 +426,7 @@ class DirectoryUdb(UnderDatabase):
         if not keys:
             params["numFiles"] = str(len(files))
             params["totalSize"] = str(sum(f.size for f in files))
-            self._fingerprints[location] = _digest(
+            self._fingerprints[location] = digest_entries(
                 [(f.rel, f.size, f.mtime_ns) for f in files])
         table = Table(db_name=self.db_name, name=name, table_type=EXTERNAL_TABLE,
                       create_time=create_time, sd=sd, partition_keys=key_columns,
@@ -453,7 +441,7 @@ class DirectoryUdb(UnderDatabase):
             seen[pname] = p.folder
             ploc = f"{location}/{p.folder}"
             cut = len(p.folder) + 1
-            self._fingerprints[ploc] = _digest(
+            self._fingerprints[ploc] = digest_entries(
                 [(f.rel[cut:], f.size, f.mtime_ns) for f in p.files])
             partitions.append(Partition(
                 values=p.values, db_name=self.db_name, table_name=name,

@@ -381,6 +381,9 @@ def test_attach_and_sync_through_service(tmp_path: Path) -> None:
         assert report.errors == []
         assert service.list_tables("db1") == ["items", "people", "sales"]
         assert report.tables.added == 3 and report.partitions.added == 2
+        # the skipped folders are reported to the user, not failures
+        assert any("broken" in w for w in report.warnings), report.warnings
+        assert any("empty" in w for w in report.warnings), report.warnings
         assert service.partition_names("db1", "sales") == [
             "year=2020/region=eu", "year=2020/region=us"]
         assert service.get_table("db1", "people").sd.serde.serialization_lib == OPEN_CSV_SERDE
