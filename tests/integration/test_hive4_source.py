@@ -19,6 +19,10 @@ from thrift.protocol import TBinaryProtocol
 from thrift.Thrift import TApplicationException
 from thrift.transport import TSocket, TTransport
 
+from api.thrift.server import ThriftServer
+from catalog.config import Settings
+from catalog.service import CatalogService
+from tests.support.hms import open_client
 from tests.support.hms4 import Hive4Metastore, hive4_unavailable_reason
 from tests.support.hms_populate import (
     CUSTOMERS_COLUMNS,
@@ -254,3 +258,42 @@ def test_populate_also_works_on_hive23(tmp_path: Path) -> None:
             assert stats.tableStats[0].statsData.longStats.highValue == 5
         finally:
             c.close()
+
+
+# -- Strata attached to Hive 4 ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def strata_on_hive4(hive4: Hive4Metastore,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThriftServer]:
+    service = CatalogService(Settings(data_dir=tmp_path_factory.mktemp("strata-hive4")))
+    report = service.attach_database("hive", hive4.uri, DB)
+    assert report.errors == [] and report.tables.added == len(_expected_tables())
+    service.attach_database("hive", hive4.uri, DB, name="sales4")
+    server = ThriftServer(service, "127.0.0.1", 0).start()
+    yield server
+    server.stop()
+    service.close()
+
+
+def test_strata_serves_hive4_tables_as_hive4_has_them(
+        strata_on_hive4: ThriftServer, client: hmsclient.HMSClient) -> None:
+    ours = open_client("127.0.0.1", strata_on_hive4.port)
+    try:
+        for name in sorted(_expected_tables()):
+            theirs = client.get_table_req(hms.GetTableRequest(dbName=DB, tblName=name)).table
+            assert ours.get_table(DB, name) == theirs, name
+            assert ours.get_table_req(hms.GetTableRequest(dbName=DB, tblName=name)).table == theirs
+        assert ours.get_partitions(DB, "sales_part", -1) == client.get_partitions(
+            DB, "sales_part", -1)
+        filt = 'year = 2024 and region <> "eu"'
+        assert ours.get_partitions_by_filter(DB, "sales_part", filt, -1) == \
+            client.get_partitions_by_filter(DB, "sales_part", filt, -1)
+        cols = [c for c, _ in ORDERS_COLUMNS]
+        req = hms.TableStatsRequest(dbName=DB, tblName="orders_text", colNames=cols)
+        assert ours.get_table_statistics_req(req).tableStats == \
+            client.get_table_statistics_req(req).tableStats
+        renamed = ours.get_table("sales4", "big_orders")
+        assert renamed.dbName == "sales4" and "`sales4`" in renamed.viewExpandedText
+    finally:
+        ours.close()
