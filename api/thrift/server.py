@@ -1,4 +1,4 @@
-"""HMS Thrift server: binary protocol, unframed, accelerated (fastbinary), thread per connection.
+"""HMS Thrift server: binary protocol, unframed, accelerated (fastbinary), a pool of connection threads.
 
 Connections are cheap (Trino opens one per call): accept, decode with the C decoder, answer from
 the pre-encoded cache, close. Errors of the catalog are mapped here, once, onto the exceptions the
@@ -16,6 +16,7 @@ import struct
 import threading
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,6 +135,9 @@ class ThriftServer:
         self._guard = threading.Lock()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
+        # Threads are reused across connections: Trino opens one connection per call.
+        self._pool = ThreadPoolExecutor(max_workers=max_connections,
+                                        thread_name_prefix="thrift-conn")
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -158,6 +162,7 @@ class ThriftServer:
                     pass
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _accept_loop(self) -> None:
         while not self._stopped.is_set():
@@ -174,8 +179,7 @@ class ThriftServer:
                     conn.close()
                     continue
                 self._connections.add(conn)
-            threading.Thread(target=self._serve_connection, args=(conn,), daemon=True,
-                             name="thrift-conn").start()
+            self._pool.submit(self._serve_connection, conn)
 
     # -- one connection --------------------------------------------------------------------------
 
