@@ -1,15 +1,18 @@
 """A real Hive Metastore 2.3 (from pyspark's jars, embedded Derby) for tests.
 
-HMS 2.3 always binds its Thrift socket to the wildcard address (it passes a
-``null`` host to ``HiveAuthUtils.getServerSocket``; ``hive.metastore.thrift.bind.host``
-only exists from Hive 3/4).  To keep the server on loopback we compile a tiny
-drop-in replacement of ``org.apache.hadoop.hive.common.auth.HiveAuthUtils`` that
-falls back to the ``strata.hms.bind.host`` system property and put it in front
-of the jars on the classpath.  Without a ``javac`` the server still starts but
+HMS 2.3 always binds its Thrift socket to the wildcard address: it passes a
+``null`` host to ``HiveAuthUtils.getServerSocket``, and
+``hive.metastore.thrift.bind.host`` does not exist before Hive 3 (2.3 only logs
+"HiveConf of name ... does not exist").  To keep the server on loopback we
+compile a tiny drop-in replacement of
+``org.apache.hadoop.hive.common.auth.HiveAuthUtils`` that falls back to the
+``strata.hms.bind.host`` system property and put it in front of the jars on the
+classpath.  Without a ``javac`` the server still starts but
 listens on all interfaces (a warning is logged).
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import shutil
@@ -367,6 +370,7 @@ class HiveMetastore:
             env=env,
             start_new_session=True,
         )
+        atexit.register(self.stop)
         try:
             wait_for_port(LOOPBACK, self._port, max(1.0, deadline - time.monotonic()),
                           proc=self._proc, log_file=self.log_file, what="Hive Metastore")
@@ -419,9 +423,11 @@ class HiveMetastore:
         if self._log is not None:
             self._log.close()
             self._log = None
+        atexit.unregister(self.stop)
 
     def __enter__(self) -> HiveMetastore:
-        self.start()
+        if self._proc is None:
+            self.start()
         return self
 
     def __exit__(

@@ -165,9 +165,9 @@ def _write_files(data_dir: Path) -> None:
            [",".join(_csv(v) for v in row) for row in CUSTOMERS])
     for year in SALES_YEARS:
         for region in SALES_REGIONS:
-            rows = [r for r in SALES if r[4] == year and r[5] == region]
+            sales = [r for r in SALES if r[4] == year and r[5] == region]
             _write(data_dir / SALES_PART / f"year={year}" / f"region={region}" / "data.txt",
-                   [",".join(str(v) for v in row[:4]) for row in rows])
+                   [",".join(str(v) for v in row[:4]) for row in sales])
     _write(data_dir / OTHER_TABLE / "regions.txt", [",".join(row) for row in REGIONS])
     (data_dir / ITEMS_PARQUET).mkdir(parents=True, exist_ok=True)
 

@@ -49,7 +49,11 @@ def _log_tail(path: Path, lines: int = 60) -> str:
 
 
 class SparkSql:
-    """Run Spark SQL against ``metastore_uri`` in a dedicated worker process."""
+    """Run Spark SQL against ``metastore_uri`` in a dedicated worker process.
+
+    The constructor waits (``startup_timeout``) until Spark is up and has reached
+    the metastore.  Not thread-safe: one query at a time per instance.
+    """
 
     def __init__(
         self,
@@ -72,6 +76,7 @@ class SparkSql:
         self._log: IO[bytes] | None = None
         self._req_w: int | None = None
         self._resp_r: int | None = None
+        self._closed_reason = "closed"
         self.work_dir.mkdir(parents=True, exist_ok=True)
         config = {
             "metastore_uri": metastore_uri,
@@ -154,8 +159,10 @@ class SparkSql:
                 pass
         self._kill()
 
-    def _kill(self) -> None:
+    def _kill(self, reason: str = "closed") -> None:
         """Terminate the worker's process group (the worker and its Spark JVM)."""
+        if self._proc is not None:
+            self._closed_reason = reason
         proc, self._proc = self._proc, None
         for fd in (self._req_w, self._resp_r):
             if fd is not None:
@@ -200,7 +207,7 @@ class SparkSql:
     def sql(self, query: str, timeout: float | None = None) -> list[tuple[Any, ...]]:
         """Run one SQL statement and return all result rows as tuples."""
         if self._proc is None or self._req_w is None:
-            raise SparkWorkerError("Spark worker is closed")
+            raise SparkWorkerError(f"Spark worker is not running ({self._closed_reason})")
         if self._proc.poll() is not None:
             self._dead("before the query")
         self._next_id += 1
@@ -213,13 +220,16 @@ class SparkSql:
                                     f"query {query[:200]!r}")
         if answer.get("id") != self._next_id:
             raise SparkWorkerError(f"out-of-sequence answer from Spark worker: {answer!r}")
+        if answer.get("fatal"):
+            self._kill("Spark JVM died")
+            raise SparkWorkerError(f"{answer.get('error')}; log tail:\n{_log_tail(self.log_file)}")
         if not answer.get("ok"):
             raise SparkSqlError(str(answer.get("error")), answer.get("error_class"), query)
         return [tuple(row) for row in answer["rows"]]
 
     def _dead(self, when: str) -> None:
         code = self._proc.poll() if self._proc is not None else None
-        self._kill()
+        self._kill(f"died {when}")
         raise SparkWorkerError(
             f"Spark worker died {when} (exit code {code}); log tail:\n"
             f"{_log_tail(self.log_file)}"
@@ -231,7 +241,7 @@ class SparkSql:
         while b"\n" not in self._buf:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                self._kill()
+                self._kill(f"killed after {what} timed out")
                 raise SparkWorkerError(
                     f"{what} did not finish within {timeout:.0f}s; worker killed; "
                     f"log tail:\n{_log_tail(self.log_file)}"
@@ -372,7 +382,19 @@ def _worker_main(argv: list[str]) -> None:
                 rows = [[_plain(v) for v in row] for row in df.collect()]
                 reply({"id": request["id"], "ok": True, "columns": df.columns, "rows": rows})
             except Exception as exc:  # noqa: BLE001 - report to the parent
+                code = _jvm_exit_code(spark)
+                if code is not None:
+                    reply({"id": request["id"], "ok": False, "fatal": True,
+                           "error": f"Spark JVM died (exit code {code}): {exc}"})
+                    return
                 reply({"id": request["id"], "ok": False,
                        "error_class": type(exc).__name__, "error": str(exc)})
     finally:
-        spark.stop()
+        if _jvm_exit_code(spark) is None:
+            spark.stop()
+
+
+def _jvm_exit_code(spark: Any) -> int | None:
+    """The exit code of the session's JVM, or None while it runs."""
+    proc = getattr(spark.sparkContext._gateway, "proc", None)
+    return None if proc is None else proc.poll()

@@ -5,12 +5,15 @@ the client calls and with which arguments::
 
     with ThriftTap("127.0.0.1", hms_port) as tap:
         ...point the client at thrift://127.0.0.1:{tap.port}...
-        print(tap.calls)          # ["get_all_databases", "get_table", ...]
-        print(tap.records[0].args)  # {1: "db", 2: "tbl"} -- field id -> value
+        print(tap.calls)            # ["get_all_databases", "get_table_req", ...]
+        print(tap.records[0].args)  # {1: {1: "db", 2: "tbl"}} -- field id -> value
 
-Both unframed and framed transports and both strict and old-style binary message headers are
-understood. Arguments and results are decoded generically (field ids, no IDL needed); use
-:func:`named_args` to decode a request with hmsclient's generated argument class instead.
+Unframed and framed transports and strict and old-style binary headers are understood.
+Arguments and results are decoded generically (by field id, no IDL needed); :func:`named_args`
+decodes a request with hmsclient's generated ``<method>_args`` class instead.
+
+Optionally the tap rewrites string values on the fly (``rewrite_request`` / ``rewrite_reply``),
+e.g. to translate table locations between what a metastore stores and what a client expects.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,17 +36,20 @@ T_STRING, T_STRUCT, T_MAP, T_SET, T_LIST = 11, 12, 13, 14, 15
 _VERSION_MASK = 0xFFFF0000
 _VERSION_1 = 0x80010000
 
+StringRewriter = Callable[[str], str]
+
 
 class _Incomplete(Exception):
     """More bytes are needed to decode a whole message."""
 
 
 class _Reader:
-    """Generic decoder for Thrift's binary protocol over a byte buffer."""
+    """Generic decoder for Thrift's binary protocol; remembers where each string value lies."""
 
     def __init__(self, data: bytes | bytearray, pos: int = 0) -> None:
         self.data = data
         self.pos = pos
+        self.string_spans: list[tuple[int, int, str]] = []  # (start of length prefix, end, text)
 
     def take(self, n: int) -> bytes:
         if n < 0 or self.pos + n > len(self.data):
@@ -63,15 +70,15 @@ class _Reader:
     def i64(self) -> int:
         return struct.unpack("!q", self.take(8))[0]
 
-    def binary(self) -> bytes:
-        return self.take(self.i32())
-
     def string(self) -> str | bytes:
-        raw = self.binary()
+        start = self.pos
+        raw = self.take(self.i32())
         try:
-            return raw.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
             return raw
+        self.string_spans.append((start, self.pos, text))
+        return text
 
     def value(self, ttype: int) -> Any:
         if ttype == T_BOOL:
@@ -116,7 +123,7 @@ class _Reader:
         first = self.i32()
         if first < 0:
             if (first & _VERSION_MASK) != _VERSION_1:
-                raise ValueError(f"bad thrift version {first:#x}")
+                raise ValueError(f"bad thrift version {first & 0xFFFFFFFF:#x}")
             mtype = first & 0xFF
             name = self.take(self.i32()).decode("utf-8", "replace")
         else:  # old-style: string name first, then a byte type
@@ -124,6 +131,34 @@ class _Reader:
             mtype = self.i8()
         seqid = self.i32()
         return name, mtype, seqid, self.struct()
+
+
+@dataclass
+class Message:
+    """One decoded Thrift message and its bytes as seen on the wire."""
+
+    name: str
+    mtype: int
+    seqid: int
+    body: dict[int, Any]
+    raw: bytes  # the message without any frame header
+    framed: bool
+    string_spans: list[tuple[int, int, str]] = field(default_factory=list, repr=False)
+
+    def encode(self, rewrite: StringRewriter | None = None) -> bytes:
+        """Bytes to put back on the wire, with string values passed through ``rewrite``."""
+        raw = self.raw
+        if rewrite is not None:
+            parts, last = [], 0
+            for start, end, text in self.string_spans:
+                new = rewrite(text)
+                if new != text:
+                    encoded = new.encode("utf-8")
+                    parts += [raw[last:start], struct.pack("!i", len(encoded)), encoded]
+                    last = end
+            if parts:
+                raw = b"".join([*parts, raw[last:]])
+        return (struct.pack("!i", len(raw)) + raw) if self.framed else raw
 
 
 def _looks_framed(buf: bytes | bytearray) -> bool:
@@ -135,22 +170,20 @@ def _looks_framed(buf: bytes | bytearray) -> bool:
     return frame_len > 0 and (version & _VERSION_MASK) == _VERSION_1
 
 
-def decode_messages(buf: bytearray) -> list[tuple[str, int, int, dict[int, Any], bytes]]:
-    """Pop every complete message from the front of ``buf`` (framed or unframed).
-
-    Each item is (name, message type, seqid, body struct by field id, raw message bytes).
-    """
+def decode_messages(buf: bytearray) -> list[Message]:
+    """Pop every complete message from the front of ``buf`` (framed or unframed)."""
     out = []
     while buf:
         framed = _looks_framed(buf)
         start = 4 if framed else 0
         reader = _Reader(buf, start)
         try:
-            msg = reader.message()
+            name, mtype, seqid, body = reader.message()
         except _Incomplete:
             break
         end = (4 + struct.unpack("!i", buf[:4])[0]) if framed else reader.pos
-        out.append((*msg, bytes(buf[start:reader.pos])))
+        spans = [(s - start, e - start, text) for s, e, text in reader.string_spans]
+        out.append(Message(name, mtype, seqid, body, bytes(buf[start : reader.pos]), framed, spans))
         del buf[:end]
     return out
 
@@ -188,10 +221,18 @@ class _Conn:
 
 
 class ThriftTap:
-    """TCP proxy on 127.0.0.1 that forwards to ``upstream`` and records decoded Thrift calls."""
+    """TCP proxy on 127.0.0.1 that forwards to ``upstream`` and records decoded Thrift calls.
 
-    def __init__(self, upstream_host: str, upstream_port: int, port: int = 0) -> None:
+    ``rewrite_request`` / ``rewrite_reply`` map every string value of requests / replies;
+    messages are then forwarded whole once decoded instead of byte by byte.
+    """
+
+    def __init__(self, upstream_host: str, upstream_port: int, port: int = 0, *,
+                 rewrite_request: StringRewriter | None = None,
+                 rewrite_reply: StringRewriter | None = None) -> None:
         self.upstream = (upstream_host, upstream_port)
+        self.rewrite_request = rewrite_request
+        self.rewrite_reply = rewrite_reply
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", port))
@@ -236,7 +277,9 @@ class ThriftTap:
     def stop(self) -> None:
         """Close the listener and every proxied connection."""
         self._stopped.set()
-        for s in [self._listener, *self._sockets]:
+        with self._lock:
+            sockets = [self._listener, *self._sockets]
+        for s in sockets:
             try:
                 s.shutdown(socket.SHUT_RDWR)
             except OSError:
@@ -274,6 +317,7 @@ class ThriftTap:
                 self._threads.append(t)
 
     def _pump(self, src: socket.socket, dst: socket.socket, conn: _Conn, is_request: bool) -> None:
+        rewrite = self.rewrite_request if is_request else self.rewrite_reply
         buf = bytearray()
         decoding = True
         try:
@@ -281,18 +325,24 @@ class ThriftTap:
                 data = src.recv(65536)
                 if not data:
                     break
-                dst.sendall(data)
                 if not decoding:
+                    dst.sendall(data)
                     continue
+                if rewrite is None:
+                    dst.sendall(data)
                 buf += data
                 try:
                     messages = decode_messages(buf)
-                except Exception as e:  # not Thrift binary (e.g. SASL): just forward from now on
+                except Exception as e:  # not Thrift binary (e.g. SASL): plain forwarding from now on
                     self.errors.append(f"decode: {e!r}")
                     decoding = False
+                    if rewrite is not None:
+                        dst.sendall(bytes(buf))
                     continue
-                for name, mtype, seqid, body, raw in messages:
-                    self._record(conn, name, mtype, seqid, body, raw, is_request)
+                for msg in messages:
+                    if rewrite is not None:
+                        dst.sendall(msg.encode(rewrite))
+                    self._record(conn, msg, is_request)
         except OSError:
             pass
         finally:
@@ -302,20 +352,18 @@ class ThriftTap:
                 except OSError:
                     pass
 
-    def _record(
-        self, conn: _Conn, name: str, mtype: int, seqid: int, body: dict[int, Any], raw: bytes, is_request: bool
-    ) -> None:
+    def _record(self, conn: _Conn, msg: Message, is_request: bool) -> None:
         with self._lock:
             if is_request:
-                call = ThriftCall(name, seqid, body, conn.index, raw=raw)
+                call = ThriftCall(msg.name, msg.seqid, msg.body, conn.index, raw=msg.raw)
                 self.records.append(call)
-                if mtype == CALL:
+                if msg.mtype == CALL:
                     conn.pending.append(call)
                 return
             for call in conn.pending:
-                if call.name == name and call.seqid == seqid:
-                    call.reply_type = MESSAGE_TYPES.get(mtype, str(mtype))
-                    call.result = body
+                if call.name == msg.name and call.seqid == msg.seqid:
+                    call.reply_type = MESSAGE_TYPES.get(msg.mtype, str(msg.mtype))
+                    call.result = msg.body
                     conn.pending.remove(call)
                     return
 
@@ -338,4 +386,3 @@ def named_args(call: ThriftCall) -> Any:
     obj = cls()
     obj.read(proto)
     return obj
-
