@@ -32,10 +32,11 @@ from catalog.exceptions import (
     NoSuchPartitionError,
     NotFoundError,
 )
-from catalog.models import ColumnStatistics
+from catalog.models import ColumnStatistics, Database
 from catalog.service import CatalogService
 
 SERVER_NAME = "Strata"
+DEFAULT_DB = "default"
 SERVER_VERSION = "2.3.10"
 
 
@@ -129,15 +130,29 @@ class HmsHandler:
         return encoded_list(self._partition_bytes(db, table, names))
 
     # -- databases -------------------------------------------------------------------------------
+    # Every HMS has a database "default" (Spark creates it at start-up if it is missing), so one
+    # is served, empty, until a database is attached under that name.
+
+    def _database_names(self) -> list[str]:
+        names = self.service.list_databases()
+        return names if DEFAULT_DB in names else sorted([*names, DEFAULT_DB])
 
     def get_all_databases(self, a: Any) -> list[str]:
-        return self.service.list_databases()
+        return self._database_names()
 
     def get_databases(self, a: Any) -> list[str]:
-        return _matching(self.service.list_databases(), a.pattern)
+        return _matching(self._database_names(), a.pattern)
 
     def get_database(self, a: Any) -> hms.Database:
-        return database_to_thrift(self.service.get_database(a.name))
+        try:
+            return database_to_thrift(self.service.get_database(a.name))
+        except NoSuchDatabaseError:
+            if (a.name or "").lower() != DEFAULT_DB:
+                raise
+            location = (self.service.settings.data_dir / "warehouse").resolve().as_uri()
+            return database_to_thrift(Database(
+                name=DEFAULT_DB, description="Default Hive database", location=location,
+                owner_name="public", owner_type="ROLE"))
 
     # -- tables ----------------------------------------------------------------------------------
 
@@ -332,7 +347,6 @@ class HmsHandler:
         return hms.GetAllFunctionsResponse(functions=[])
 
     def get_functions(self, a: Any) -> list[str]:
-        self.service.database_record(a.dbName)
         return []
 
     def get_function(self, a: Any) -> hms.Function:

@@ -73,9 +73,12 @@ def client(server: ThriftServer) -> Iterator[ThriftHiveMetastore.Client]:
 
 
 def test_databases(client: ThriftHiveMetastore.Client) -> None:
-    assert client.get_all_databases() == ["sales", "sales_copy"]
+    assert client.get_all_databases() == ["default", "sales", "sales_copy"]
     assert client.get_databases("sales_*") == ["sales_copy"]
     assert client.get_databases("SALES|other") == ["sales"]
+    default = client.get_database("default")  # every HMS has one; Spark needs it
+    assert default.name == "default" and default.locationUri.startswith("file:")
+    assert client.get_all_tables("default") == []
     db = client.get_database("sales_copy")
     assert db.name == "sales_copy" and db.locationUri == "/warehouse/sales.db"
     with pytest.raises(hms.NoSuchObjectException, match="'nope' does not exist"):
@@ -201,7 +204,7 @@ def test_misc_reads(client: ThriftHiveMetastore.Client) -> None:
     priv = client.get_privilege_set(hms.HiveObjectRef(), "alice", [])
     assert priv.userPrivileges == {}
     client.shutdown()  # fb303 oneway: no answer, the connection stays usable
-    assert client.get_all_databases() == ["sales", "sales_copy"]
+    assert client.get_all_databases() == ["default", "sales", "sales_copy"]
 
 
 def test_writes_are_refused_read_only(client: ThriftHiveMetastore.Client) -> None:
@@ -211,7 +214,7 @@ def test_writes_are_refused_read_only(client: ThriftHiveMetastore.Client) -> Non
         client.drop_table("sales", "events", True)
     with pytest.raises(hms.MetaException, match="read-only"):
         client.add_partitions([])
-    assert client.get_all_databases() == ["sales", "sales_copy"]
+    assert client.get_all_databases() == ["default", "sales", "sales_copy"]
 
 
 def _raw_call(port: int, payload: bytes) -> bytes:
@@ -242,7 +245,7 @@ def test_unknown_method_answers_invalid_method_name(server: ThriftServer) -> Non
             c.c.recv_get_all_databases()
         assert err.value.type == TApplicationException.UNKNOWN_METHOD
         assert "Invalid method name: 'get_tables_ext'" in str(err.value.message)
-        assert c.c.get_all_databases() == ["sales", "sales_copy"]  # same connection still works
+        assert c.c.get_all_databases() == ["default", "sales", "sales_copy"]  # same connection still works
     finally:
         c.close()
     assert server.unknown_methods["get_tables_ext"] == 1
@@ -264,7 +267,7 @@ def test_malformed_input_closes_only_that_connection(server: ThriftServer, paylo
     assert len(reply) < 1024  # no huge allocation echoed back, no crash
     c = Client(server.port)
     try:
-        assert c.c.get_all_databases() == ["sales", "sales_copy"]
+        assert c.c.get_all_databases() == ["default", "sales", "sales_copy"]
     finally:
         c.close()
 
