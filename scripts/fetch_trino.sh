@@ -39,7 +39,13 @@ EOF
 fetch_artifact() {
     # fetch_artifact GROUP:ARTIFACT:VERSION:TYPE[:CLASSIFIER] OUTDIR
     log "mvn dependency:copy $1"
-    mvn -B -q -ntp -Dstyle.color=never dependency:copy -Dartifact="$1" -DoutputDirectory="$2" -Dmdep.overWriteIfNewer=true >&2
+    local out
+    if ! out="$(mvn -B -q -ntp -Dstyle.color=never dependency:copy -Dartifact="$1" \
+            -DoutputDirectory="$2" -Dmdep.overWriteIfNewer=true 2>&1)"; then
+        printf '%s\n' "$out" >&2
+        log "could not fetch $1 from Maven Central"
+        return 1
+    fi
 }
 
 JAVA_BIN="$(ensure_jdk)"
@@ -87,6 +93,9 @@ export TRINO_JAVA="$JAVA_BIN"
 export TRINO_JAVA_HOME="$JAVA_HOME_DIR"
 export TRINO_CLI="$DEST/trino-cli.jar"
 EOF
+
+# Sanity check: the fetched CLI runs on the chosen Java.
+"$JAVA_BIN" -jar "$DEST/trino-cli.jar" --version >&2
 
 echo "TRINO_HOME=$DEST/server"
 echo "TRINO_HIVE_PLUGIN=$DEST/server/plugin/hive"

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hmsclient.genthrift.hive_metastore import ttypes as hms
+from hmsclient.genthrift.hive_metastore import ttypes
 
 from api.thrift.server import ThriftServer
 from catalog.config import Settings
@@ -117,10 +117,10 @@ def test_thrift_objects_equal_the_metastores(hms: HiveMetastore, strata: ThriftS
         names = origin.get_partition_names(db, "sales_part", -1)
         assert ours.get_partition_names(db, "sales_part", -1) == names
         cols = ["order_id", "amount", "order_date", "note"]
-        req = hms.TableStatsRequest(dbName=db, tblName="orders_text", colNames=cols)
+        req = ttypes.TableStatsRequest(dbName=db, tblName="orders_text", colNames=cols)
         ours_stats = ours.get_table_statistics_req(req).tableStats
         assert ours_stats and ours_stats == origin.get_table_statistics_req(req).tableStats
-        preq = hms.PartitionsStatsRequest(dbName=db, tblName="sales_part",
+        preq = ttypes.PartitionsStatsRequest(dbName=db, tblName="sales_part",
                                           colNames=["sale_id", "revenue"], partNames=names)
         assert ours.get_partitions_statistics_req(preq) == \
             origin.get_partitions_statistics_req(preq)

@@ -139,7 +139,8 @@ class LocalHms:
     warehouse: Path
 
 
-def _start_hms(work: Path, timeout: float = 120.0) -> LocalHms:
+def _launch_hms(work: Path) -> LocalHms:
+    """Start HMS 2.3 on a free loopback port without waiting for it (see :func:`_wait_for_hms`)."""
     jars, java = _pyspark_jars(), _hms_java()
     if jars is None or java is None:
         pytest.skip("HMS 2.3 needs pyspark's jars and a java on PATH")
@@ -162,23 +163,26 @@ def _start_hms(work: Path, timeout: float = 120.0) -> LocalHms:
              "-cp", f"{conf}:{jars}/*", "org.apache.hadoop.hive.metastore.HiveMetaStore", "-p", str(port)],
             cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
-    hms = LocalHms(port, proc, log_path, warehouse)
-    deadline = time.monotonic() + timeout
+    return LocalHms(port, proc, log_path, warehouse)
+
+
+def _wait_for_hms(hms: LocalHms, timeout: float = 180.0) -> None:
+    """Block until the HMS answers get_all_databases."""
     from hmsclient import hmsclient
 
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"HMS exited with {proc.returncode}: {log_path.read_text()[-3000:]}")
+        if hms.proc.poll() is not None:
+            raise RuntimeError(f"HMS exited with {hms.proc.returncode}: {hms.log_path.read_text()[-3000:]}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
+            with socket.create_connection(("127.0.0.1", hms.port), timeout=1):
                 pass
-            with hmsclient.HMSClient(host="127.0.0.1", port=port) as client:
+            with hmsclient.HMSClient(host="127.0.0.1", port=hms.port) as client:
                 client.get_all_databases()
-            return hms
+            return
         except Exception:
             time.sleep(0.5)
-    _stop_process(proc)
-    raise TimeoutError(f"HMS did not come up in {timeout}s: {log_path.read_text()[-3000:]}")
+    raise TimeoutError(f"HMS did not come up in {timeout}s: {hms.log_path.read_text()[-3000:]}")
 
 
 def _stop_process(proc: subprocess.Popen[bytes]) -> None:
@@ -248,7 +252,7 @@ def _create_metadata(hms: LocalHms, data: Path) -> None:
         c.create_database(t.Database(name=SCHEMA, description="smoke test",
                                      locationUri=file_location(data / "smoke.db"), parameters={}))
         c.create_table(_text_table("people", [("id", "int"), ("name", "string"), ("score", "double")],
-                                   people, params={"numRows": "3", "totalSize": "36", "numFiles": "1"}))
+                                   people, params={"numRows": "3", "totalSize": "35", "numFiles": "1"}))
         stats = t.ColumnStatistics(
             statsDesc=t.ColumnStatisticsDesc(isTblLevel=True, dbName=SCHEMA, tableName="people"),
             statsObj=[t.ColumnStatisticsObj("id", "int", t.ColumnStatisticsData(
@@ -277,10 +281,9 @@ def _create_metadata(hms: LocalHms, data: Path) -> None:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     base = tmp_path_factory.mktemp("trino_smoke")
-    hms = _start_hms(base / "hms")
+    hms = _launch_hms(base / "hms")  # HMS and Trino start side by side; Trino connects lazily
     try:
         data = base / "data"
-        _create_metadata(hms, data)
         with (
             ThriftTap("127.0.0.1", hms.port, rewrite_request=to_hms_location, rewrite_reply=to_trino_location) as tap,
             ThriftTap("127.0.0.1", hms.port) as direct_tap,
@@ -288,6 +291,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             catalogs = {CATALOG: f"thrift://127.0.0.1:{tap.port}", DIRECT: f"thrift://127.0.0.1:{direct_tap.port}"}
             with TrinoServer(base / "trino", catalogs) as trino:
                 print(f"\nTrino {trino.url} started in {trino.startup_seconds:.1f}s (pid {trino.pid})")
+                _wait_for_hms(hms)
+                _create_metadata(hms, data)
                 yield Env(trino, tap, direct_tap, hms, data)
     finally:
         _stop_process(hms.proc)
@@ -401,6 +406,8 @@ TAPPED_STATEMENTS = {
     "SHOW STATS": f"SHOW STATS FOR {CATALOG}.{SCHEMA}.people",
     "SELECT unpartitioned": f"SELECT * FROM {CATALOG}.{SCHEMA}.people",
     "SELECT partitioned, partition filter": f"SELECT * FROM {CATALOG}.{SCHEMA}.events WHERE dt = '2024-01-02'",
+    "SELECT partitioned, no filter": f"SELECT * FROM {CATALOG}.{SCHEMA}.events",
+    "SHOW STATS partitioned": f"SHOW STATS FOR {CATALOG}.{SCHEMA}.events",
     "SELECT hive view": f"SELECT * FROM {CATALOG}.{SCHEMA}.high_scores",
     "information_schema.columns": (f"SELECT table_name, column_name FROM {CATALOG}.information_schema.columns "
                                    f"WHERE table_schema = '{SCHEMA}'"),
@@ -419,11 +426,23 @@ def test_metastore_calls_per_statement(env: Env, tmp_path_factory: pytest.TempPa
             {"method": r.name, "args": _jsonable(r.args), "reply": r.reply_type, "failed": r.failed}
             for r in env.tap.records_since(mark)
         ]
+    # The same statement again right away: served from Trino's metastore cache (hive.metastore-cache-ttl).
+    mark = env.tap.mark()
+    env.trino.query(TAPPED_STATEMENTS["SELECT unpartitioned"])
+    time.sleep(0.2)
+    report["SELECT unpartitioned, warm cache"] = [
+        {"method": r.name, "args": _jsonable(r.args), "reply": r.reply_type, "failed": r.failed}
+        for r in env.tap.records_since(mark)
+    ]
+    all_methods = sorted(set(env.tap.calls) | set(env.direct_tap.calls))
     out = tmp_path_factory.getbasetemp() / "trino_metastore_calls.json"
-    out.write_text(json.dumps(report, indent=1))
+    out.write_text(json.dumps({"per_statement": report, "all_methods_this_session": all_methods}, indent=1))
     print(f"\nmetastore calls per statement ({out}):")
     for label, calls in report.items():
         print(f"  {label}: {[c['method'] for c in calls]}")
+    print(f"  all methods seen this session: {all_methods}")
+    failed = [str(r) for r in [*env.tap.records, *env.direct_tap.records] if r.failed]
+    print(f"  failed calls: {failed}")
     assert not env.tap.errors
     methods = {label: {c["method"] for c in calls} for label, calls in report.items()}
     assert "get_all_databases" in methods["SHOW SCHEMAS"]

@@ -205,7 +205,7 @@ class ThriftCall:
         """True when the server answered with a Thrift exception or a declared exception field."""
         if self.reply_type == "EXCEPTION":
             return True
-        return bool(self.result) and 0 not in self.result
+        return self.result is not None and bool(self.result) and 0 not in self.result
 
     def __str__(self) -> str:
         status = self.reply_type or "pending"

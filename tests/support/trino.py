@@ -160,6 +160,7 @@ class TrinoServer:
 
     @property
     def pid(self) -> int | None:
+        """The server's process id while it runs."""
         return self._proc.pid if self._proc else None
 
     def write_config(self) -> None:
