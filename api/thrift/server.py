@@ -55,7 +55,7 @@ _ERROR_MAP: list[tuple[type[CatalogError], tuple[type[Any], ...]]] = [
                      hms.UnknownDBException, hms.MetaException)),
     (AlreadyExistsError, (hms.AlreadyExistsException, hms.MetaException)),
     (InvalidInputError, (hms.InvalidInputException, hms.InvalidObjectException,
-                         hms.MetaException)),
+                         hms.InvalidOperationException, hms.MetaException)),
     (CatalogError, (hms.MetaException,)),
 ]
 
