@@ -8,6 +8,7 @@ import threading
 import uvicorn
 
 from api.rest.app import create_app
+from api.thrift.handler import LocationView
 from api.thrift.server import ThriftServer
 from catalog.config import Settings
 from catalog.scheduler import SyncScheduler
@@ -22,16 +23,20 @@ class StrataServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.service = CatalogService(settings)
-        self.thrift = ThriftServer(
-            self.service, settings.host, settings.thrift_port,
-            max_connections=settings.thrift_max_connections,
-            idle_timeout_s=settings.thrift_idle_timeout_s,
-            max_message_bytes=settings.thrift_max_message_bytes)
+        self.thrift = self._thrift_listener(settings.thrift_port, LocationView.VERBATIM)
+        self.trino_thrift = (self._thrift_listener(settings.trino_thrift_port, LocationView.TRINO)
+                             if settings.trino_thrift_port else None)
         self.scheduler = SyncScheduler(self.service)
         config = uvicorn.Config(create_app(self.service), host=settings.host,
                                 port=settings.rest_port, log_level="warning", access_log=False)
         self.rest = uvicorn.Server(config)
         self._rest_thread: threading.Thread | None = None
+
+    def _thrift_listener(self, port: int, view: LocationView) -> ThriftServer:
+        s = self.settings
+        return ThriftServer(self.service, s.host, port, max_connections=s.thrift_max_connections,
+                            idle_timeout_s=s.thrift_idle_timeout_s,
+                            max_message_bytes=s.thrift_max_message_bytes, location_view=view)
 
     @property
     def rest_port(self) -> int:
@@ -43,6 +48,8 @@ class StrataServer:
 
     def start(self) -> StrataServer:
         self.thrift.start()
+        if self.trino_thrift is not None:
+            self.trino_thrift.start()
         self.scheduler.start()
         self._rest_thread = threading.Thread(target=self.rest.run, name="rest", daemon=True)
         self._rest_thread.start()
@@ -64,6 +71,9 @@ class StrataServer:
         self.wait_started()
         log.info("Strata serving: thrift://%s:%d  http://%s:%d", self.settings.host,
                  self.thrift.port, self.settings.host, self.rest_port)
+        if self.trino_thrift is not None:
+            log.info("Strata serving Trino (local:/// locations): thrift://%s:%d",
+                     self.settings.host, self.trino_thrift.port)
         try:
             while self._rest_thread is not None and self._rest_thread.is_alive():
                 self._rest_thread.join(timeout=1)
@@ -74,6 +84,8 @@ class StrataServer:
         self.rest.should_exit = True
         self.scheduler.stop()
         self.thrift.stop()
+        if self.trino_thrift is not None:
+            self.trino_thrift.stop()
         if self._rest_thread is not None:
             self._rest_thread.join(timeout=10)
         self.service.close()

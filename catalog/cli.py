@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", metavar="DIR", help="state store directory")
     p.add_argument("--host", metavar="H", help="address to bind")
     p.add_argument("--thrift-port", type=int, metavar="PORT", help="HMS Thrift port (9083)")
+    p.add_argument("--trino-thrift-port", type=int, metavar="PORT",
+                   help="HMS Thrift port for Trino: local file: locations as local:/// "
+                        "(9084; 0 disables)")
     p.add_argument("--rest-port", type=int, metavar="PORT", help="REST port (8080)")
     p.add_argument("--sync-interval", type=float, metavar="SECONDS",
                    help="default periodic sync interval (0 disables)")
@@ -130,6 +133,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from catalog.config import Settings
 
     given = {"data_dir": args.data_dir, "host": args.host, "thrift_port": args.thrift_port,
+             "trino_thrift_port": args.trino_thrift_port,
              "rest_port": args.rest_port, "sync_interval_s": args.sync_interval}
     try:
         settings = Settings(**{k: v for k, v in given.items() if v is not None})

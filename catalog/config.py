@@ -16,6 +16,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("./strata-data"), description="state store and caches")
     host: str = Field(default="127.0.0.1", description="address the servers bind")
     thrift_port: int = Field(default=9083, ge=0, le=65535)
+    trino_thrift_port: int = Field(
+        default=9084, ge=0, le=65535,
+        description="second HMS Thrift listener for Trino (local file: locations served as "
+                    "local:///, which Trino's native local file system needs); 0 disables")
     rest_port: int = Field(default=8080, ge=0, le=65535)
     thrift_max_connections: int = Field(default=256, ge=1)
     thrift_idle_timeout_s: float = Field(default=600.0, gt=0)

@@ -7,6 +7,7 @@ the hot paths whose answers are cached pre-serialised (tables and partitions).
 
 from __future__ import annotations
 
+import enum
 import re
 import struct
 from collections.abc import Callable, Sequence
@@ -32,12 +33,31 @@ from catalog.exceptions import (
     NoSuchPartitionError,
     NotFoundError,
 )
-from catalog.models import ColumnStatistics, Database
+from catalog.models import ColumnStatistics, Database, Partition, Table
 from catalog.service import CatalogService
 
 SERVER_NAME = "Strata"
 DEFAULT_DB = "default"
 SERVER_VERSION = "2.3.10"
+
+
+class LocationView(enum.Enum):
+    """How a listener presents storage locations to its clients.
+
+    ``VERBATIM`` serves them as stored (Spark, Hive, PrestoDB: Hadoop file systems).
+    ``TRINO`` presents local-disk ``file:`` locations as ``local:///path``: Trino's native local
+    file system lists files as ``local:///...`` and drops every file whose parent is not
+    textually the table location, so a ``file:`` table would read as empty.
+    """
+
+    VERBATIM = "verbatim"
+    TRINO = "trino"
+
+    def present(self, location: str | None) -> str | None:
+        if self is LocationView.TRINO and location and location.startswith("file:"):
+            path = "/" + location[len("file:"):].lstrip("/")
+            return "local://" + path
+        return location
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,9 +113,26 @@ _TABLE_FILTER = re.compile(
 class HmsHandler:
     """Serves the read side of ThriftHiveMetastore (and fb303) from the catalog service."""
 
-    def __init__(self, service: CatalogService, cache: EncodedCache) -> None:
+    def __init__(self, service: CatalogService, cache: EncodedCache,
+                 location_view: LocationView | None = None) -> None:
         self.service = service
         self.cache = cache
+        self.location_view = location_view or LocationView.VERBATIM
+
+    def _table_out(self, table: Table) -> hms.Table:
+        t = table_to_thrift(table)
+        t.sd.location = self.location_view.present(t.sd.location)
+        return t
+
+    def _partition_out(self, partition: Partition) -> hms.Partition:
+        p = partition_to_thrift(partition)
+        p.sd.location = self.location_view.present(p.sd.location)
+        return p
+
+    def _database_out(self, db: Database) -> hms.Database:
+        d = database_to_thrift(db)
+        d.locationUri = self.location_view.present(d.locationUri)
+        return d
 
     # -- encoded building blocks -----------------------------------------------------------------
 
@@ -104,7 +141,7 @@ class HmsHandler:
         key = ("t", rec.id, rec.version)
         data = self.cache.get(key)
         if data is None:
-            data = encode_struct(table_to_thrift(rec.table))
+            data = encode_struct(self._table_out(rec.table))
             self.cache.put(key, data)
         return data
 
@@ -121,7 +158,7 @@ class HmsHandler:
         if missing:
             for p in self.service.partitions_by_names(db, table, missing):
                 n = self.service.partition_name_of(db, table, p.values)
-                data = encode_struct(partition_to_thrift(p))
+                data = encode_struct(self._partition_out(p))
                 self.cache.put(("p", rec.id, rec.version, n), data)
                 out[n] = data
         return [out[n] for n in names if n in out]
@@ -145,12 +182,12 @@ class HmsHandler:
 
     def get_database(self, a: Any) -> hms.Database:
         try:
-            return database_to_thrift(self.service.get_database(a.name))
+            return self._database_out(self.service.get_database(a.name))
         except NoSuchDatabaseError:
             if (a.name or "").lower() != DEFAULT_DB:
                 raise
             location = (self.service.settings.data_dir / "warehouse").resolve().as_uri()
-            return database_to_thrift(Database(
+            return self._database_out(Database(
                 name=DEFAULT_DB, description="Default Hive database", location=location,
                 owner_name="public", owner_type="ROLE"))
 

@@ -28,7 +28,13 @@ from thrift.Thrift import TApplicationException, TMessageType, TType
 from thrift.transport import TSocket, TTransport
 
 from api.thrift.cache import EncodedCache
-from api.thrift.handler import Encoded, HmsHandler, encode_struct, served_methods
+from api.thrift.handler import (
+    Encoded,
+    HmsHandler,
+    LocationView,
+    encode_struct,
+    served_methods,
+)
 from catalog.exceptions import (
     AlreadyExistsError,
     CatalogError,
@@ -119,10 +125,11 @@ class ThriftServer:
     def __init__(self, service: CatalogService, host: str = "127.0.0.1", port: int = 9083,
                  *, max_connections: int = 256, idle_timeout_s: float = 600.0,
                  max_message_bytes: int = 64 * 1024 * 1024,
-                 cache: EncodedCache | None = None) -> None:
+                 cache: EncodedCache | None = None,
+                 location_view: LocationView = LocationView.VERBATIM) -> None:
         self.service = service
         self.cache = cache or EncodedCache(service.settings.encoded_cache_bytes)
-        self.handler = HmsHandler(service, self.cache)
+        self.handler = HmsHandler(service, self.cache, location_view)
         self.methods = _build_methods(self.handler)
         self.max_connections = max_connections
         self.idle_timeout_s = idle_timeout_s

@@ -332,3 +332,43 @@ def test_every_served_method_is_exercised_here() -> None:
     handler = HmsHandler.__new__(HmsHandler)
     untested = [m for m in served_methods(handler) if f".{m}(" not in source]
     assert untested == []
+
+
+@pytest.mark.parametrize(("stored", "for_trino"), [
+    ("file:/data/t", "local:///data/t"),
+    ("file:///data/t/year=2020", "local:///data/t/year=2020"),
+    ("s3://bucket/t", "s3://bucket/t"),
+    ("/plain/path", "/plain/path"),
+    (None, None),
+])
+def test_trino_location_view(stored: str | None, for_trino: str | None) -> None:
+    from api.thrift.handler import LocationView
+
+    assert LocationView.TRINO.present(stored) == for_trino
+    assert LocationView.VERBATIM.present(stored) == stored
+
+
+def test_trino_listener_presents_local_locations(tmp_path: Path) -> None:
+    from api.thrift.handler import LocationView
+
+    src = sample_source()
+    src.databases["sales"] = src.databases["sales"].model_copy(update={"location": "file:/wh"})
+    t = src.tables["sales"]["customers"]
+    src.tables["sales"]["customers"] = t.model_copy(update={"sd": t.sd.model_copy(
+        update={"location": "file:/wh/customers"})})
+    service = CatalogService(Settings(data_dir=tmp_path), udb_factory=src.factory)
+    service.attach_database("fake", "fake://", "sales")
+    plain = ThriftServer(service, "127.0.0.1", 0).start()
+    trino = ThriftServer(service, "127.0.0.1", 0, location_view=LocationView.TRINO).start()
+    a, b = Client(plain.port), Client(trino.port)
+    try:
+        assert a.c.get_table("sales", "customers").sd.location == "file:/wh/customers"
+        assert b.c.get_table("sales", "customers").sd.location == "local:///wh/customers"
+        assert b.c.get_database("sales").locationUri == "local:///wh"
+        assert a.c.get_table("sales", "customers").sd.location == "file:/wh/customers"
+    finally:
+        a.close()
+        b.close()
+        plain.stop()
+        trino.stop()
+        service.close()
