@@ -18,51 +18,31 @@ import glob
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
-from types import TracebackType
-from typing import IO
-from xml.sax.saxutils import escape
 
-from hmsclient import hmsclient
+from tests.support.metastore_process import (
+    HIVE_METASTORE_MAIN,
+    MetastoreProcess,
+    log4j2_properties,
+)
+from tests.support.ports import LOOPBACK
 
-from tests.support.hms import JAVA_MODULE_OPTIONS, open_client
-from tests.support.ports import LOOPBACK, free_port, log_tail, wait_for_port
-
-HMS4_MAIN = "org.apache.hadoop.hive.metastore.HiveMetaStore"
+HMS4_MAIN = HIVE_METASTORE_MAIN
 HIVE4_VERSION = "4.0.1"
 
-_LOG4J2 = """\
-status = WARN
-name = StrataTestHMS4
-appender.console.type = Console
-appender.console.name = console
-appender.console.target = SYSTEM_ERR
-appender.console.layout.type = PatternLayout
-appender.console.layout.pattern = %d{ISO8601} %-5p [%t] %c{2}: %m%n
-rootLogger.level = INFO
-rootLogger.appenderRef.console.ref = console
 # Per-call INFO lines (audit, one RawStore per connection, view translation) flood the log.
-logger.audit.name = org.apache.hadoop.hive.metastore.HiveMetaStore.audit
-logger.audit.level = WARN
-logger.os.name = org.apache.hadoop.hive.metastore.ObjectStore
-logger.os.level = WARN
-logger.pmp.name = org.apache.hadoop.hive.metastore.PersistenceManagerProvider
-logger.pmp.level = WARN
-logger.tr.name = org.apache.hadoop.hive.metastore.MetastoreDefaultTransformer
-logger.tr.level = WARN
-logger.dn.name = DataNucleus
-logger.dn.level = WARN
-logger.ds.name = Datastore
-logger.ds.level = WARN
-logger.hikari.name = com.zaxxer.hikari
-logger.hikari.level = WARN
-logger.conf.name = org.apache.hadoop.hive.metastore.conf.MetastoreConf
-logger.conf.level = WARN
-"""
+_LOG4J2 = log4j2_properties("StrataTestHMS4", quiet=(
+    "org.apache.hadoop.hive.metastore.HiveMetaStore.audit",
+    "org.apache.hadoop.hive.metastore.ObjectStore",
+    "org.apache.hadoop.hive.metastore.PersistenceManagerProvider",
+    "org.apache.hadoop.hive.metastore.MetastoreDefaultTransformer",
+    "DataNucleus",
+    "Datastore",
+    "com.zaxxer.hikari",
+    "org.apache.hadoop.hive.metastore.conf.MetastoreConf",
+))
+
 
 
 def hive4_home() -> Path:
@@ -139,48 +119,13 @@ def hive4_available() -> bool:
     return hive4_unavailable_reason() is None
 
 
-
-def _site_xml(props: dict[str, str]) -> str:
-    body = "".join(
-        f"  <property><name>{escape(k)}</name><value>{escape(v)}</value></property>\n"
-        for k, v in props.items()
-    )
-    return f'<?xml version="1.0"?>\n<configuration>\n{body}</configuration>\n'
-
-
-class Hive4Metastore:
+class Hive4Metastore(MetastoreProcess):
     """A Hive 4 metastore Thrift server with its Derby database and warehouse in ``work_dir``."""
 
-    def __init__(self, work_dir: Path, port: int | None = None) -> None:
-        self.work_dir = Path(work_dir).resolve()
-        self._port = port if port is not None else free_port()
-        self.conf_dir = self.work_dir / "conf"
-        self.warehouse_dir = self.work_dir / "warehouse"
-        self.derby_dir = self.work_dir / "metastore_db"
-        self.log_file = self.work_dir / "hms4.log"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-        self.startup_seconds: float | None = None
-
-    @property
-    def port(self) -> int:
-        return self._port
-
-    @property
-    def uri(self) -> str:
-        return f"thrift://{LOOPBACK}:{self._port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    def client(self, timeout: float = 30.0) -> hmsclient.HMSClient:
-        """A new opened hmsclient (Hive 2.3 IDL) for this metastore; the caller closes it."""
-        return open_client(LOOPBACK, self._port, timeout)
+    what = "Hive 4 metastore"
+    log_name = "hms4.log"
 
     def _write_conf(self) -> None:
-        self.conf_dir.mkdir(parents=True, exist_ok=True)
-        self.warehouse_dir.mkdir(parents=True, exist_ok=True)
         props = {
             "javax.jdo.option.ConnectionURL":
                 f"jdbc:derby:;databaseName={self.derby_dir};create=true",
@@ -200,119 +145,23 @@ class Hive4Metastore:
             "metastore.server.max.threads": "50",
             "hive.metastore.event.db.notification.api.auth": "false",
         }
-        (self.conf_dir / "metastore-site.xml").write_text(_site_xml(props), encoding="utf-8")
-        (self.conf_dir / "metastore-log4j2.properties").write_text(_LOG4J2, encoding="utf-8")
+        self._write_site("metastore-site.xml", props, "metastore-log4j2.properties", _LOG4J2)
 
     def command(self) -> list[str]:
         """The java command line that runs the server."""
-        tmp = self.work_dir / "tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
-        classpath = os.pathsep.join([str(self.conf_dir), str(hive4_lib_dir() / "*")])
         java = hive4_java()
         if java is None:
             raise RuntimeError(hive4_unavailable_reason() or "no java for Hive 4")
-        return [
+        return self._java_command(
             java,
-            "-Xmx384m",
-            "-XX:+UseSerialGC",
-            "-XX:TieredStopAtLevel=1",
-            *JAVA_MODULE_OPTIONS,
-            f"-Dlog4j2.configurationFile={self.conf_dir / 'metastore-log4j2.properties'}",
-            f"-Dderby.stream.error.file={self.work_dir / 'derby.log'}",
-            f"-Djava.io.tmpdir={tmp}",
-            "-Djava.net.preferIPv4Stack=true",
-            "-cp",
-            classpath,
-            HMS4_MAIN,
-            "-p",
-            str(self._port),
-        ]
+            ["-Xmx384m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"],
+            [f"-Dlog4j2.configurationFile={self.conf_dir / 'metastore-log4j2.properties'}"],
+            [str(self.conf_dir), str(hive4_lib_dir() / "*")],
+        )
 
     def start(self, timeout: float = 240) -> None:
         """Launch the server and wait until ``get_all_databases`` answers over Thrift."""
-        if self._proc is not None:
-            raise RuntimeError("Hive4Metastore already started")
         reason = hive4_unavailable_reason()
         if reason is not None:
             raise RuntimeError(reason)
-        started = time.monotonic()
-        deadline = started + timeout
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        with socket.socket() as probe:
-            if probe.connect_ex((LOOPBACK, self._port)) == 0:
-                raise RuntimeError(f"port {self._port} is already in use")
-        self._write_conf()
-        env = dict(os.environ)
-        for var in ("HADOOP_CONF_DIR", "HIVE_CONF_DIR", "METASTORE_CONF_DIR",
-                    "HADOOP_HOME", "HIVE_HOME", "METASTORE_HOME"):
-            env.pop(var, None)
-        self._log = open(self.log_file, "ab")
-        self._proc = subprocess.Popen(
-            self.command(),
-            cwd=self.work_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
-        try:
-            wait_for_port(LOOPBACK, self._port, max(1.0, deadline - time.monotonic()),
-                          proc=self._proc, log_file=self.log_file, what="Hive 4 metastore")
-            self._wait_for_thrift(deadline)
-        except BaseException:
-            self.stop()
-            raise
-        self.startup_seconds = time.monotonic() - started
-
-    def _wait_for_thrift(self, deadline: float) -> None:
-        assert self._proc is not None
-        last_error: Exception | None = None
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(
-                    f"Hive 4 metastore (pid {self._proc.pid}) exited with code "
-                    f"{self._proc.returncode}; log tail:\n{log_tail(self.log_file)}"
-                )
-            try:
-                client = self.client(timeout=30)
-                try:
-                    client.get_all_databases()
-                    return
-                finally:
-                    client.close()
-            except Exception as exc:  # noqa: BLE001 - retry until the deadline
-                last_error = exc
-                time.sleep(0.5)
-        raise RuntimeError(
-            f"Hive 4 metastore on port {self._port} did not answer get_all_databases "
-            f"(last error: {last_error!r}); log tail:\n{log_tail(self.log_file)}"
-        )
-
-    def stop(self, grace: float = 10.0) -> None:
-        """Stop the server by pid: SIGTERM, then SIGKILL after ``grace`` seconds."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            try:
-                os.kill(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=30)
-            except ProcessLookupError:
-                pass
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def __enter__(self) -> Hive4Metastore:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        super().start(timeout)

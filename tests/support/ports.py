@@ -1,6 +1,8 @@
-"""Port helpers for the integration-test harness (loopback only)."""
+"""Port and process helpers for the integration-test harness (loopback only)."""
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -63,3 +65,17 @@ def wait_for_port(
                 f"log tail:\n{log_tail(log_file)}"
             )
         time.sleep(0.25)
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, grace: float = 10.0) -> None:
+    """Stop ``proc`` by pid: SIGTERM, then SIGKILL if it is still running after ``grace`` s."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    except ProcessLookupError:
+        pass

@@ -24,6 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from tests.support.ports import log_tail
+
 _REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -38,14 +40,6 @@ class SparkSqlError(RuntimeError):
 
 class SparkWorkerError(RuntimeError):
     """The worker died, failed to start, or a query timed out (worker killed)."""
-
-
-def _log_tail(path: Path, lines: int = 60) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 class SparkSql:
@@ -136,7 +130,7 @@ class SparkSql:
             if not hello.get("ok"):
                 raise SparkWorkerError(
                     f"Spark worker failed to start: {hello.get('error')}\n"
-                    f"log tail:\n{_log_tail(self.log_file)}"
+                    f"log tail:\n{log_tail(self.log_file)}"
                 )
             self.spark_version = hello.get("spark_version")
         except BaseException:
@@ -222,7 +216,7 @@ class SparkSql:
             raise SparkWorkerError(f"out-of-sequence answer from Spark worker: {answer!r}")
         if answer.get("fatal"):
             self._kill("Spark JVM died")
-            raise SparkWorkerError(f"{answer.get('error')}; log tail:\n{_log_tail(self.log_file)}")
+            raise SparkWorkerError(f"{answer.get('error')}; log tail:\n{log_tail(self.log_file)}")
         if not answer.get("ok"):
             raise SparkSqlError(str(answer.get("error")), answer.get("error_class"), query)
         return [tuple(row) for row in answer["rows"]]
@@ -232,7 +226,7 @@ class SparkSql:
         self._kill(f"died {when}")
         raise SparkWorkerError(
             f"Spark worker died {when} (exit code {code}); log tail:\n"
-            f"{_log_tail(self.log_file)}"
+            f"{log_tail(self.log_file)}"
         )
 
     def _read_message(self, timeout: float, what: str) -> dict[str, Any]:
@@ -244,7 +238,7 @@ class SparkSql:
                 self._kill(f"killed after {what} timed out")
                 raise SparkWorkerError(
                     f"{what} did not finish within {timeout:.0f}s; worker killed; "
-                    f"log tail:\n{_log_tail(self.log_file)}"
+                    f"log tail:\n{log_tail(self.log_file)}"
                 )
             ready, _, _ = select.select([self._resp_r], [], [], min(remaining, 1.0))
             if not ready:

@@ -291,14 +291,14 @@ def test_error_from_response_fallbacks() -> None:
 
 
 def test_serve_runs_until_sigterm(tmp_path: Path) -> None:
-    thrift_port, rest_port = free_port(), free_port()
+    thrift_port, trino_port, rest_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CATALOG_")}
     env.update(CATALOG_DATA_DIR=str(tmp_path / "from-env"), CATALOG_REST_PORT="1",
                PYTHONPATH=str(REPO))
     proc = subprocess.Popen(
         [sys.executable, "-m", "catalog.cli", "serve", "--host", LOOPBACK,
-         "--thrift-port", str(thrift_port), "--rest-port", str(rest_port),
-         "--sync-interval", "0"],
+         "--thrift-port", str(thrift_port), "--trino-thrift-port", str(trino_port),
+         "--rest-port", str(rest_port), "--sync-interval", "0"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = f"http://{LOOPBACK}:{rest_port}"
@@ -317,6 +317,7 @@ def test_serve_runs_until_sigterm(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
         assert f"thrift://{LOOPBACK}:{thrift_port}" in err and url in err
+        assert f"thrift://{LOOPBACK}:{trino_port}" in err
         assert "Traceback" not in err
     finally:
         if proc.poll() is None:
