@@ -301,14 +301,8 @@ class CatalogService:
         fetched: dict[str, _Fetched] = {}
         errors: list[str] = []
         source_db = udb.source_db
-        pairs: Any
-        fetch_all = getattr(udb, "fetch_all", None)
-        if fetch_all is not None:
-            pairs = fetch_all(selected)
-        else:
-            pairs = ((t, udb.list_partitions(t)) for t in udb.get_tables(selected))
         try:
-            for table, parts in pairs:
+            for table, parts in udb.fetch_all(selected):
                 table = _renamed_table(table, source_db, db_name)
                 keys = table.partition_keys
                 fetched[table.name.lower()] = _Fetched(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from catalog.fs.fingerprint import data_fingerprint
 from catalog.models import Database, Partition, Table
@@ -41,6 +41,11 @@ class UnderDatabase(ABC):
     @abstractmethod
     def list_partitions(self, table: Table) -> list[Partition]:
         """Every partition of ``table`` (with column statistics where the source has them)."""
+
+    def fetch_all(self, names: Sequence[str]) -> Iterator[tuple[Table, list[Partition]]]:
+        """Tables of ``names`` with their partitions; connectors may fetch in parallel."""
+        for table in self.get_tables(names):
+            yield table, self.list_partitions(table)
 
     def fingerprint(self, location: str | None) -> str | None:
         """Digest of the data under ``location`` (file names, sizes, mtimes)."""

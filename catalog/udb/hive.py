@@ -285,10 +285,9 @@ class HiveUdb(UnderDatabase):
                     out[name] = [stats_from_thrift(o) for o in objs]
         return out
 
-    def fetch_all(self, names: Sequence[str], max_workers: int | None = None
-                  ) -> Iterator[tuple[Table, list[Partition]]]:
+    def fetch_all(self, names: Sequence[str]) -> Iterator[tuple[Table, list[Partition]]]:
         """Tables with their partitions, fetched on several pooled connections at once."""
-        workers = max_workers or self.pool_size
+        workers = self.pool_size
         batches = [list(names[i:i + _BATCH]) for i in range(0, len(names), _BATCH)]
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hive-udb") as pool:
             for tables in pool.map(self.get_tables, batches):
