@@ -67,6 +67,8 @@ class SyncReportOut(BaseModel):
     tables: Counts
     partitions: Counts
     errors: list[str]
+    warnings: list[str] = Field(
+        default_factory=list, description="what the under-database skipped (not a failure)")
     duration_s: float
 
 
