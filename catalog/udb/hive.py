@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
@@ -306,30 +307,51 @@ def database_from_thrift(db: hms.Database) -> Database:
         owner_type=_PRINCIPAL_TYPES.get(owner_type) if owner_type is not None else None)
 
 
+# The converters build models with ``model_construct``: the Thrift structs are already typed, and
+# attaching 100,000 partitions must not spend its time re-validating them. Column lists, serdes
+# and skew infos repeat across the partitions of a table and are shared (the models are frozen).
+
+
+@lru_cache(maxsize=4096)
+def _column_list(key: tuple[tuple[str, str, str | None], ...]) -> list[Column]:
+    return [Column.model_construct(name=n, type=t, comment=c) for n, t, c in key]
+
+
 def _columns(cols: list[hms.FieldSchema] | None) -> list[Column]:
-    return [Column(name=c.name, type=c.type, comment=c.comment) for c in (cols or [])]
+    return _column_list(tuple((c.name, c.type, c.comment) for c in (cols or [])))
+
+
+@lru_cache(maxsize=1024)
+def _serde(name: str | None, lib: str | None, params: tuple[tuple[str, str], ...]) -> SerDe:
+    return SerDe.model_construct(name=name, serialization_lib=lib, parameters=dict(params))
+
+
+_NO_SKEW = SkewedInfo()
+
+
+def _skewed(skewed: hms.SkewedInfo | None) -> SkewedInfo:
+    if skewed is None or not (skewed.skewedColNames or skewed.skewedColValues
+                              or skewed.skewedColValueLocationMaps):
+        return _NO_SKEW
+    return SkewedInfo(
+        column_names=list(skewed.skewedColNames or []),
+        column_values=[list(v) for v in (skewed.skewedColValues or [])],
+        location_map=[(list(k), v) for k, v in (skewed.skewedColValueLocationMaps or {}).items()])
 
 
 def sd_from_thrift(sd: hms.StorageDescriptor | None) -> StorageDescriptor:
     if sd is None:
         return StorageDescriptor()
     serde = sd.serdeInfo
-    skewed = sd.skewedInfo
-    return StorageDescriptor(
+    return StorageDescriptor.model_construct(
         columns=_columns(sd.cols), location=sd.location, input_format=sd.inputFormat,
         output_format=sd.outputFormat, compressed=bool(sd.compressed),
         num_buckets=sd.numBuckets if sd.numBuckets is not None else -1,
-        serde=SerDe(name=serde.name, serialization_lib=serde.serializationLib,
-                    parameters=dict(serde.parameters or {})) if serde else SerDe(),
+        serde=_serde(serde.name, serde.serializationLib,
+                     tuple(sorted((serde.parameters or {}).items()))) if serde else SerDe(),
         bucket_columns=list(sd.bucketCols or []),
         sort_columns=[SortColumn(column=o.col, order=o.order) for o in (sd.sortCols or [])],
-        parameters=dict(sd.parameters or {}),
-        skewed=SkewedInfo(
-            column_names=list(skewed.skewedColNames or []),
-            column_values=[list(v) for v in (skewed.skewedColValues or [])],
-            location_map=[(list(k), v) for k, v in (skewed.skewedColValueLocationMaps or {}
-                                                     ).items()],
-        ) if skewed else SkewedInfo(),
+        parameters=dict(sd.parameters or {}), skewed=_skewed(sd.skewedInfo),
         stored_as_sub_directories=bool(sd.storedAsSubDirectories))
 
 
@@ -349,7 +371,7 @@ def table_from_thrift(t: hms.Table, stats: list[ColumnStatistics] | None = None)
 
 def partition_from_thrift(p: hms.Partition, stats: list[ColumnStatistics] | None = None
                           ) -> Partition:
-    return Partition(
+    return Partition.model_construct(
         values=list(p.values or []), db_name=p.dbName, table_name=p.tableName,
         create_time=p.createTime or 0, last_access_time=p.lastAccessTime or 0,
         sd=sd_from_thrift(p.sd), parameters=dict(p.parameters or {}),
