@@ -28,13 +28,9 @@ from api.thrift.handler import HmsHandler
 from tests.support.hms import HiveMetastore
 from tests.support.hms_populate import ORDERS_COLUMNS, ORDERS_ROWS, PARTITIONS, populate_via_thrift
 from tests.support.thrift_tap import ThriftTap
-from tests.support.trino import TrinoServer, trino_available, trino_unavailable_reason
+from tests.support.trino import TrinoServer, trino_test_marks
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.trino,
-    pytest.mark.skipif(not trino_available(), reason=trino_unavailable_reason() or ""),
-]
+pytestmark = trino_test_marks()
 
 DIRECT = "hms_direct"
 LOCAL = "hms_local"

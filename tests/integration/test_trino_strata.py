@@ -47,15 +47,10 @@ from tests.support.thrift_tap import ThriftTap, named_args
 from tests.support.trino import (
     TrinoQueryError,
     TrinoServer,
-    trino_available,
-    trino_unavailable_reason,
+    trino_test_marks,
 )
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.trino,
-    pytest.mark.skipif(not trino_available(), reason=trino_unavailable_reason() or ""),
-]
+pytestmark = trino_test_marks()
 
 RENAMED = "sales_renamed"
 HIVE4_DB = "sales_hive4"

@@ -21,6 +21,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,12 +97,22 @@ def trino_available() -> bool:
     return trino_unavailable_reason() is None
 
 
-def catalog_properties(metastore_uri: str, template: Path = PLUGIN_CONFIG) -> str:
-    """The shipped catalog file with only ``hive.metastore.uri`` replaced."""
+def catalog_properties(metastore_uri: str, template: Path = PLUGIN_CONFIG,
+                       overrides: Mapping[str, str | None] | None = None) -> str:
+    """The shipped catalog file with ``hive.metastore.uri`` replaced.
+
+    ``overrides`` (e.g. for benchmarks) replace a property in place, remove it when the value is
+    None, or append it when the file does not set it.
+    """
     text = template.read_text()
     new, count = re.subn(r"(?m)^hive\.metastore\.uri=.*$", f"hive.metastore.uri={metastore_uri}", text)
     if count != 1:
         raise ValueError(f"{template} must set hive.metastore.uri exactly once (found {count})")
+    for key, value in (overrides or {}).items():
+        line = "" if value is None else f"{key}={value}\n"
+        new, count = re.subn(rf"(?m)^{re.escape(key)}=.*\n?", lambda _m: line, new)
+        if count == 0 and value is not None:
+            new = new.rstrip("\n") + "\n" + line
     return new
 
 
@@ -141,9 +152,11 @@ class TrinoServer:
 
     def __init__(self, work_dir: Path, catalogs: dict[str, str], port: int | None = None, *,
                  startup_timeout: float = 240.0, user: str = "strata-test",
-                 jvm_options: list[str] | None = None, log_levels: dict[str, str] | None = None) -> None:
+                 jvm_options: list[str] | None = None, log_levels: dict[str, str] | None = None,
+                 catalog_overrides: Mapping[str, str | None] | None = None) -> None:
         self.work_dir = Path(work_dir)
         self.catalogs = dict(catalogs)
+        self.catalog_overrides = dict(catalog_overrides or {})  # applied to every catalog file
         self.port = port or free_port()
         self.startup_timeout = startup_timeout
         self.user = user
@@ -189,7 +202,8 @@ class TrinoServer:
         )
         (self.etc_dir / "log.properties").write_text("".join(f"{k}={v}\n" for k, v in self.log_levels.items()))
         for name, uri in self.catalogs.items():
-            (catalog_dir / f"{name}.properties").write_text(catalog_properties(uri))
+            (catalog_dir / f"{name}.properties").write_text(
+                catalog_properties(uri, overrides=self.catalog_overrides))
 
     def command(self, java: Path) -> list[str]:
         """The java command line (what ``bin/launcher run`` would exec)."""
@@ -324,3 +338,12 @@ def _read_properties(path: Path) -> dict[str, str]:
             key, value = line.split("=", 1)
             out[key.strip()] = value.strip()
     return out
+
+
+def trino_test_marks() -> list[object]:
+    """pytest marks for a module whose tests run a real Trino (skipped with the reason if not
+    fetched)."""
+    import pytest
+
+    return [pytest.mark.integration, pytest.mark.trino,
+            pytest.mark.skipif(not trino_available(), reason=trino_unavailable_reason() or "")]
