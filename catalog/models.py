@@ -7,6 +7,7 @@ the engines; converting from/to the HMS Thrift structs happens at the boundaries
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -126,6 +127,8 @@ class Partition(_Model):
 
 def escape_partition_value(value: str) -> str:
     """Escape a partition value the way Hive's ``FileUtils.escapePathName`` does."""
+    if not _NEEDS_ESCAPE.search(value):
+        return value
     out = []
     for ch in value:
         if ch in _ESCAPED or ord(ch) < 0x20:
@@ -155,6 +158,7 @@ def _is_hex(s: str) -> bool:
 
 
 _ESCAPED = set('"#%\'*/:=?\\\x7f{[]^')
+_NEEDS_ESCAPE = re.compile("[" + re.escape("".join(sorted(_ESCAPED))) + "\x00-\x1f]")
 
 
 def partition_name(keys: list[Column] | list[str], values: list[str]) -> str:

@@ -149,8 +149,8 @@ class HmsHandler:
         rec = self.service.table_record(db, table)
         out: dict[str, bytes] = {}
         missing = []
-        for n in names:
-            data = self.cache.get(("p", rec.id, rec.version, n))
+        cached = self.cache.get_many([("p", rec.id, rec.version, n) for n in names])
+        for n, data in zip(names, cached):
             if data is None:
                 missing.append(n)
             else:

@@ -199,3 +199,25 @@ def test_unwritable_data_dir_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     with pytest.raises(StateStoreError, match="cannot create data directory"):
         StateStore(blocker / "sub")
+
+
+class RecordsGc(FakeUdb):
+    seen: list[bool] = []
+
+    def get_tables(self, names):  # type: ignore[no-untyped-def]
+        RecordsGc.seen.append(__import__("gc").isenabled())
+        return super().get_tables(names)
+
+
+def test_bulk_fetch_pauses_the_cyclic_gc_and_restores_it(tmp_path: Path) -> None:
+    import gc
+
+    source = sample_source()
+    service = CatalogService(
+        Settings(data_dir=tmp_path / "state"),
+        udb_factory=lambda t, uri, db, opts, s: RecordsGc(source, uri, db, opts))
+    assert gc.isenabled()
+    service.attach_database("fake", "fake://", "sales")
+    service.sync("sales")
+    assert RecordsGc.seen == [False, False]
+    assert gc.isenabled()
