@@ -122,6 +122,8 @@ class CatalogService:
         self._db_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._snapshot = _Snapshot({}, {})
+        #: Grows on every committed change: a cache key for answers derived from many tables.
+        self.generation = 0
         self._reload()
 
     # -- snapshot --------------------------------------------------------------------------------
@@ -144,6 +146,7 @@ class CatalogService:
                 databases[name] = rec
                 tables[name] = {t.name.lower(): t for t in self.store.tables(name)}
             self._snapshot = _Snapshot(databases, tables)
+            self.generation += 1
 
     def _lock_for(self, db: str) -> threading.Lock:
         with self._locks_guard:

@@ -216,17 +216,23 @@ class HmsHandler:
         return [r.name for r in recs
                 if rx.fullmatch(r.name) and (not a.tableType or r.table.table_type == a.tableType)]
 
-    def get_table_meta(self, a: Any) -> list[hms.TableMeta]:
-        types = set(a.tbl_types or [])
+    def get_table_meta(self, a: Any) -> Encoded:
+        types = tuple(sorted(a.tbl_types or []))
+        key = ("meta", self.service.generation, a.db_patterns, a.tbl_patterns, types)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return Encoded(TType.LIST, cached)
         rx = hive_pattern(a.tbl_patterns)
-        out = []
+        items = []
         for db in _matching(self.service.list_databases(), a.db_patterns):
             for r in self.service.table_records(db):
                 if rx.fullmatch(r.name) and (not types or r.table.table_type in types):
-                    out.append(hms.TableMeta(dbName=db, tableName=r.name,
-                                             tableType=r.table.table_type,
-                                             comments=r.table.parameters.get("comment")))
-        return out
+                    items.append(encode_struct(hms.TableMeta(
+                        dbName=db, tableName=r.name, tableType=r.table.table_type,
+                        comments=r.table.parameters.get("comment"))))
+        answer = encoded_list(items)
+        self.cache.put(key, answer.payload)
+        return answer
 
     def get_table(self, a: Any) -> Encoded:
         return Encoded(TType.STRUCT, self._table_bytes(a.dbname, a.tbl_name))

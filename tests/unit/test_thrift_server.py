@@ -282,11 +282,14 @@ def test_many_connections_one_call_each(server: ThriftServer) -> None:
 def test_sync_changes_are_served_without_restart(server: ThriftServer, source: FakeSource,
                                                  client: ThriftHiveMetastore.Client) -> None:
     before = client.get_table("sales", "customers")
+    assert "late" not in [m.tableName for m in client.get_table_meta("sales", "*", [])]
+    source.add_table("sales", "late")
     source.add_table("sales", "customers", [("id", "bigint"), ("name", "string"),
                                             ("email", "string")])
     source.add_partition("sales", "events", ["2024-01-04", "0"])
     report = server.service.sync("sales")
     assert report.tables.updated == 2 and report.partitions.added == 1
+    assert "late" in [m.tableName for m in client.get_table_meta("sales", "*", [])]
     after = client.get_table("sales", "customers")
     assert [c.name for c in after.sd.cols] == ["id", "name", "email"] != [
         c.name for c in before.sd.cols]
