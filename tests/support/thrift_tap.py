@@ -328,21 +328,22 @@ class ThriftTap:
                 if not decoding:
                     dst.sendall(data)
                     continue
-                if rewrite is None:
-                    dst.sendall(data)
+                if rewrite is None and not is_request:
+                    dst.sendall(data)  # replies: at once (requests are recorded first, below)
                 buf += data
                 try:
                     messages = decode_messages(buf)
                 except Exception as e:  # not Thrift binary (e.g. SASL): plain forwarding from now on
                     self.errors.append(f"decode: {e!r}")
                     decoding = False
-                    if rewrite is not None:
+                    if rewrite is not None or is_request:
                         dst.sendall(bytes(buf))
                     continue
                 for msg in messages:
-                    if rewrite is not None:
-                        dst.sendall(msg.encode(rewrite))
+                    # A request is recorded before it is forwarded, so its reply always finds it.
                     self._record(conn, msg, is_request)
+                    if rewrite is not None or is_request:
+                        dst.sendall(msg.encode(rewrite))
         except OSError:
             pass
         finally:
