@@ -985,6 +985,23 @@ def environment() -> dict[str, Any]:
     return info
 
 
+
+def stop_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so the servers a benchmark started are stopped by pid."""
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def start_metastore(metastore: Any) -> None:
+    """Start a ``tests.support.hms.HiveMetastore`` and say so."""
+    t0 = time.monotonic()
+    metastore.start()
+    log(f"HMS 2.3.10 up on {metastore.uri} (pid {metastore.pid}, "
+        f"{time.monotonic() - t0:.1f}s)")
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.populate_only and args.work_dir is None:
@@ -1005,16 +1022,9 @@ def main(argv: list[str] | None = None) -> int:
     metastore = HiveMetastore(work / "hms")
     strata: StrataProcess | None = None
     interrupted = False
-
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
+    stop_on_sigterm()
     try:
-        t0 = time.monotonic()
-        metastore.start()
-        log(f"HMS 2.3.10 up on {metastore.uri} (pid {metastore.pid}, "
-            f"{time.monotonic() - t0:.1f}s)")
+        start_metastore(metastore)
         data = work / "data"
         populate_load_db(metastore.port, data, args.partitions)
         if args.populate_only:

@@ -57,6 +57,8 @@ from bench_metastore import (  # noqa: E402
     _ensure_database,
     environment,
     log,
+    start_metastore,
+    stop_on_sigterm,
     make_partitions,
     make_table,
 )
@@ -556,16 +558,9 @@ def main(argv: list[str] | None = None) -> int:
     pool = ThreadPoolExecutor(max_workers=1)
     booting: Future[TrinoServer] | None = None
     interrupted = False
-
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
+    stop_on_sigterm()
     try:
-        t0 = time.monotonic()
-        metastore.start()
-        log(f"HMS 2.3.10 up on {metastore.uri} (pid {metastore.pid}, "
-            f"{time.monotonic() - t0:.1f}s)")
+        start_metastore(metastore)
         if not args.populate_only:
             strata_dir = work / "strata-server"
             shutil.rmtree(strata_dir, ignore_errors=True)
