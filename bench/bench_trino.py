@@ -31,15 +31,12 @@ import os
 import re
 import select
 import shutil
-import signal
 import socket
 import statistics
 import sys
 import tempfile
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path

@@ -21,10 +21,10 @@ from pathlib import Path
 # JAVA_MODULE_OPTIONS and open_client are re-exported (callers import them from here).
 from tests.support.metastore_process import (
     HIVE_METASTORE_MAIN,
-    JAVA_MODULE_OPTIONS,
+    JAVA_MODULE_OPTIONS,  # noqa: F401 - re-exported
     MetastoreProcess,
     log4j2_properties,
-    open_client,
+    open_client,  # noqa: F401 - re-exported
 )
 from tests.support.ports import LOOPBACK
 
