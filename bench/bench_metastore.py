@@ -140,6 +140,31 @@ class Conn:
         self.close()
 
 
+class ThreadConns:
+    """One :class:`Conn` per worker thread, all closed together (``with ThreadConns(port) as c``)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._local = threading.local()
+        self._all: list[Conn] = []
+        self._guard = threading.Lock()
+
+    def client(self) -> ThriftHiveMetastore.Client:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = Conn(self.port)
+            with self._guard:
+                self._all.append(conn)
+        return conn.client
+
+    def __enter__(self) -> ThreadConns:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for conn in self._all:
+            conn.close()
+
+
 # -- populating the HMS ---------------------------------------------------------------------------
 
 
@@ -316,26 +341,21 @@ def populate_attach_db(port: int, data_dir: Path, tables: int, partitions: int,
         return False
     log(f"populating {ATTACH_DB}: {len(todo)} tables to create ({partitions} partitions in "
         f"total over {tables} tables), {threads} threads")
-    local = threading.local()
-    conns: list[Conn] = []
+    conns = ThreadConns(port)
     guard = threading.Lock()
     done = {"tables": 0, "partitions": 0}
     t0 = time.monotonic()
 
     def create(item: tuple[str, int]) -> None:
         name, count = item
-        conn = getattr(local, "conn", None)
-        if conn is None:
-            conn = local.conn = Conn(port)
-            with guard:
-                conns.append(conn)
+        client = conns.client()
         rng = random.Random(name)
         table = make_table(ATTACH_DB, name, f"file://{db_dir}/{name}", EVENT_COLUMNS,
                            PARTITION_KEYS, rng)
-        conn.client.create_table(table)
+        client.create_table(table)
         values = partition_values(count)
         for start in range(0, len(values), batch):
-            conn.client.add_partitions(make_partitions(table, values[start:start + batch], rng))
+            client.add_partitions(make_partitions(table, values[start:start + batch], rng))
         with guard:
             done["tables"] += 1
             done["partitions"] += count
@@ -345,13 +365,9 @@ def populate_attach_db(port: int, data_dir: Path, tables: int, partitions: int,
             log(f"  {n}/{len(todo)} tables, {done['partitions']} partitions, {el:.0f}s "
                 f"({done['partitions'] / max(el, 1e-9):.0f} partitions/s)")
 
-    try:
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            for _ in pool.map(create, todo):
-                pass
-    finally:
-        for conn in conns:
-            conn.close()
+    with conns, ThreadPoolExecutor(max_workers=threads) as pool:
+        for _ in pool.map(create, todo):
+            pass
     return True
 
 
@@ -701,17 +717,10 @@ def bare_loop(port: int, db: str, threads: int = 1, hms_pid: int | None = None
     hms0 = cpu_seconds(hms_pid) if hms_pid else 0.0
     with Conn(port) as c:
         names = c.get_all_tables(db)
-    local = threading.local()
-    conns: list[Conn] = []
-    guard = threading.Lock()
+    conns = ThreadConns(port)
 
     def one(name: str) -> int:
-        conn = getattr(local, "conn", None)
-        if conn is None:
-            conn = local.conn = Conn(port)
-            with guard:
-                conns.append(conn)
-        c = conn.client
+        c = conns.client()
         t = c.get_table(db, name)
         cols = [f.name for f in t.sd.cols]
         c.get_table_statistics_req(hms.TableStatsRequest(dbName=db, tblName=name, colNames=cols))
@@ -725,15 +734,12 @@ def bare_loop(port: int, db: str, threads: int = 1, hms_pid: int | None = None
                 dbName=db, tblName=name, colNames=cols, partNames=pnames[start:start + 1000]))
         return len(parts)
 
-    try:
+    with conns:
         if threads <= 1:
             total = sum(one(n) for n in names)
         else:
             with ThreadPoolExecutor(max_workers=threads) as pool:
                 total = sum(pool.map(one, names))
-    finally:
-        for conn in conns:
-            conn.close()
     out = {"seconds": time.monotonic() - t0, "tables": len(names), "partitions": total,
            "cpu_s": cpu_seconds() - cpu0}
     if hms_pid:

@@ -51,6 +51,7 @@ from bench_metastore import (  # noqa: E402
     HOST,
     Conn,
     StrataProcess,
+    ThreadConns,
     _ensure_database,
     environment,
     log,
@@ -148,20 +149,14 @@ def populate(port: int, data_dir: Path, tables: int, partitions: int, threads: i
     t0 = time.monotonic()
     if todo:
         log(f"creating {len(todo)} tables in {DB} ({threads} connections)")
-        local = threading.local()
-        conns: list[Conn] = []
+        conns = ThreadConns(port)
         guard = threading.Lock()
         done = [0]
 
         def create(item: tuple[int, str]) -> None:
             i, name = item
-            conn = getattr(local, "conn", None)
-            if conn is None:
-                conn = local.conn = Conn(port)
-                with guard:
-                    conns.append(conn)
             rng = random.Random(name)
-            conn.client.create_table(make_table(DB, name, f"file://{db_dir}/{name}",
+            conns.client().create_table(make_table(DB, name, f"file://{db_dir}/{name}",
                                                 table_columns(i), (), rng, parquet=i % 3 != 0))
             with guard:
                 done[0] += 1
@@ -169,12 +164,8 @@ def populate(port: int, data_dir: Path, tables: int, partitions: int, threads: i
             if n % max(1, len(todo) // 10) == 0 or n == len(todo):
                 log(f"  {n}/{len(todo)} tables ({time.monotonic() - t0:.0f}s)")
 
-        try:
-            with ThreadPoolExecutor(max_workers=threads) as pool:
-                list(pool.map(create, todo))
-        finally:
-            for conn in conns:
-                conn.close()
+        with conns, ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(create, todo))
     tables_s = time.monotonic() - t0
     t1 = time.monotonic()
     rng = random.Random(PART_TABLE)
@@ -231,7 +222,6 @@ class TimedTap(ThriftTap):
         super().__init__(upstream_host, upstream_port)
         self.spans: list[Span] = []
         self._open: dict[tuple[int, int, str], float] = {}
-        self._ended: dict[int, int] = {}  # connection -> directions that have ended
         self._guard = threading.Lock()
 
     def _pump(self, src: socket.socket, dst: socket.socket, conn: _Conn, is_request: bool) -> None:
@@ -281,24 +271,7 @@ class TimedTap(ThriftTap):
         except OSError:
             pass
         finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
             self._pump_done(conn, src, dst)
-
-    def _pump_done(self, conn: _Conn, a: socket.socket, b: socket.socket) -> None:
-        """Close both sockets when both directions of a connection have ended (no fd leak)."""
-        with self._guard:
-            self._ended[conn.index] = self._ended.get(conn.index, 0) + 1
-            if self._ended[conn.index] < 2:
-                return
-            del self._ended[conn.index]
-        with self._lock:
-            self._sockets = [s for s in self._sockets if s is not a and s is not b]
-        a.close()
-        b.close()
 
     def _stamp(self, conn: _Conn, msg: Message, is_request: bool, now: float) -> None:
         key = (conn.index, msg.seqid, msg.name)

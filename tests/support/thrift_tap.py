@@ -241,6 +241,7 @@ class ThriftTap:
         self.errors: list[str] = []
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
+        self._ended: dict[int, int] = {}  # connection -> directions that have ended
         self._threads: list[threading.Thread] = []
         self._stopped = threading.Event()
         self._connections = 0
@@ -347,11 +348,23 @@ class ThriftTap:
         except OSError:
             pass
         finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            self._pump_done(conn, src, dst)
+
+    def _pump_done(self, conn: _Conn, src: socket.socket, dst: socket.socket) -> None:
+        """One direction ended: shut both down; close both once both directions have ended."""
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        with self._lock:
+            self._ended[conn.index] = self._ended.get(conn.index, 0) + 1
+            if self._ended[conn.index] < 2:
+                return
+            del self._ended[conn.index]
+            self._sockets = [s for s in self._sockets if s is not src and s is not dst]
+        src.close()
+        dst.close()
 
     def _record(self, conn: _Conn, msg: Message, is_request: bool) -> None:
         with self._lock:
