@@ -7,7 +7,7 @@ One run:
    and fills it over Thrift only (``create_database``, ``create_table``, ``add_partitions``):
    database ``bench_load`` with a few small tables and one table ``events`` with ``--partitions``
    partitions (keys ``dt``, ``region``), ten columns, Parquet serde, realistic parameters;
-2. starts Strata as a separate process (``python -m catalog.cli serve``; ``--launcher inline`` is a
+2. starts Strata as a separate process (``python -m api.cli serve``; ``--launcher inline`` is a
    fallback that runs CatalogService + ThriftServer from ``python -c``) and attaches ``bench_load``;
 3. measures ``get_table`` and ``get_partitions_by_names`` (``--names`` names) with 1 and 8 client
    processes (persistent connections) and ``get_table`` with 8 clients opening one connection per
@@ -417,7 +417,7 @@ def rss_bytes(pid: int) -> int:
 
 
 class StrataProcess:
-    """``python -m catalog.cli serve`` (or the inline launcher) on loopback ports."""
+    """``python -m api.cli serve`` (or the inline launcher) on loopback ports."""
 
     def __init__(self, data_dir: Path, log_file: Path, launcher: str,
                  trino_listener: bool = False) -> None:
@@ -426,7 +426,7 @@ class StrataProcess:
         self.launcher = launcher
         self.thrift_port = free_port()
         self.rest_port = free_port()
-        # Strata's second listener for Trino (LocationView.TRINO); off unless asked for, so
+        # Strata's second listener for Trino (ClientView.TRINO); off unless asked for, so
         # that no fixed default port (9084) is bound. CLI launcher only.
         self.trino_thrift_port = free_port() if trino_listener else 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -442,7 +442,7 @@ class StrataProcess:
         # Only the HMS listener under test: no second (Trino) listener on its fixed default port.
         env["CATALOG_TRINO_THRIFT_PORT"] = "0"
         if self.launcher == "cli":
-            cmd = [sys.executable, "-m", "catalog.cli", "serve", "--data-dir", str(self.data_dir),
+            cmd = [sys.executable, "-m", "api.cli", "serve", "--data-dir", str(self.data_dir),
                    "--host", HOST, "--thrift-port", str(self.thrift_port),
                    "--rest-port", str(self.rest_port), "--sync-interval", "0",
                    "--trino-thrift-port", str(self.trino_thrift_port)]

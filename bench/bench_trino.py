@@ -7,7 +7,7 @@ One run:
    database ``trino_bench`` with ``--tables`` small tables ``t00000``... (4-8 columns each) and
    one table ``events`` with ``--partitions`` partitions, keys ``day`` (string, one day per ten
    partitions) and ``bucket`` (int, 0-9), so ``day = '<d>'`` prunes to exactly 10 partitions;
-2. starts Strata as a separate process (``python -m catalog.cli serve`` with its Trino listener,
+2. starts Strata as a separate process (``python -m api.cli serve`` with its Trino listener,
    ``--trino-thrift-port``) and attaches ``trino_bench`` over REST;
 3. starts one Trino 476 with catalogs ``hms`` (the HMS directly) and ``strata`` (Strata's Trino
    listener), both from the shipped ``trino-plugin-config/hive.properties`` with the metastore

@@ -34,3 +34,14 @@ class Settings(BaseSettings):
     encoded_cache_bytes: int = Field(
         default=256 * 1024 * 1024, ge=0, description="memory for pre-encoded Thrift answers"
     )
+    partition_index_cache_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=0,
+        description="memory for the partition-name indexes of tables (per table version)")
+    root_ufs: str | None = Field(
+        default=None,
+        description="under storage of the catalog's own root /catalog (default: the data "
+                    "dir's catalog/ folder; an s3:// prefix works, with root_ufs_options)")
+    root_ufs_options: dict[str, str] = Field(
+        default_factory=dict, description="options of root_ufs, as JSON (s3.endpoint, ...)")
+    fs_list_parallelism: int = Field(
+        default=16, ge=1, le=256, description="parallel listings when fingerprinting data")

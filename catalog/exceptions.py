@@ -11,14 +11,18 @@ REST (HTTP status + JSON body), the CLI (exit code + one line).
     ├── NotFoundError                 a named object does not exist (NoSuchObjectException, 404)
     │   ├── NoSuchDatabaseError
     │   ├── NoSuchTableError
-    │   └── NoSuchPartitionError
+    │   ├── NoSuchPartitionError
+    │   └── NoSuchPathError           a namespace or storage path does not exist
     ├── AlreadyExistsError            name clash (AlreadyExistsException, 409)
+    ├── InUseError                    refused: something still depends on it (409)
     ├── InvalidInputError             the caller's input is malformed (InvalidInputException, 422)
     │   ├── InvalidFilterError        a Hive partition filter that does not parse / type-check
     │   └── InvalidOptionError        an unknown or malformed attach/config option
-    ├── ReadOnlyError                 a write call on a read-only catalog (MetaException, 405)
+    ├── ReadOnlyError                 a write on a read-only catalog or mount (MetaException, 405)
     ├── UdbError                      an under-database failed (502)
     │   └── UdbUnavailableError       the under-database cannot be reached (502)
+    ├── UfsError                      an under storage failed (502)
+    │   └── UfsUnavailableError       it cannot be listed or read: timeout, credentials, 5xx (502)
     └── StateStoreError               the embedded state store failed (500)
 """
 
@@ -97,3 +101,23 @@ class UdbUnavailableError(UdbError):
 
 class StateStoreError(CatalogError):
     """The embedded state store failed."""
+
+
+class NoSuchPathError(NotFoundError):
+    """A namespace path (or an under-storage file) does not exist."""
+
+
+class InUseError(CatalogError):
+    """Refused because something still depends on the object (a mount serving a table)."""
+
+    http_status = 409
+
+
+class UfsError(CatalogError):
+    """An under storage answered with an error."""
+
+    http_status = 502
+
+
+class UfsUnavailableError(UfsError):
+    """An under storage cannot be listed or read (timeout, credentials, 5xx): never "absent"."""

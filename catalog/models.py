@@ -180,3 +180,31 @@ def parse_partition_name(name: str) -> list[tuple[str, str]]:
         k, v = part.split("=", 1)
         pairs.append((unescape_partition_value(k), unescape_partition_value(v)))
     return pairs
+
+
+class Layout(_Model):
+    """One immutable, versioned physical layout of a partition (``partition == ''`` for an
+    unpartitioned table): where its files are and how to read them.
+
+    The source layout is the under-database's own storage descriptor; a transformed layout
+    replaces location, formats and serde, and carries the statistics computed while writing.
+    """
+
+    partition: str
+    version: int
+    location: str
+    input_format: str
+    output_format: str
+    serde: SerDe
+    #: numRows / totalSize / numFiles of the new files, merged over the source's parameters.
+    parameters: dict[str, str] = Field(default_factory=dict)
+    column_stats: list[ColumnStatistics] = Field(default_factory=list)
+    #: The source data fingerprint the layout was made from (sync reverts when it changes).
+    source_fingerprint: str | None = None
+    created_at: float = 0.0
+
+    def apply(self, sd: StorageDescriptor) -> StorageDescriptor:
+        """``sd`` as it reads with this layout."""
+        return sd.model_copy(update={"location": self.location, "input_format": self.input_format,
+                                     "output_format": self.output_format, "serde": self.serde,
+                                     "compressed": False})

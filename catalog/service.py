@@ -1,8 +1,14 @@
 """The catalog service: the one API every front end (Thrift, REST, CLI via REST) calls.
 
-It owns the state store and an in-memory snapshot of databases and tables that is replaced,
-never mutated, after each committed change, so readers never lock. Partitions stay in the store
-and are read by name; their name lists are memoised per table version.
+It owns the state store, the namespace (:mod:`catalog.fs`, the only door to storage) and an
+in-memory snapshot of databases and tables that is replaced, never mutated, after each committed
+change, so readers never lock. Partitions stay in the store and are read by name; their name
+lists are memoised per table version in a byte-bounded cache.
+
+It also owns the layouts: a partition (or an unpartitioned table) is served from its source or
+from its current transformed layout, as :mod:`catalog.serving` decides; :meth:`switch_layouts`
+changes layouts in one transaction and bumps the table version, and a sync that sees a
+transformed partition's source change serves its source again in the same transaction.
 """
 
 from __future__ import annotations
@@ -11,16 +17,18 @@ import gc
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from functools import lru_cache
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from catalog.config import Settings
 from catalog.exceptions import (
     AlreadyExistsError,
     CatalogError,
+    InUseError,
     InvalidInputError,
     InvalidOptionError,
     NoSuchDatabaseError,
@@ -28,43 +36,47 @@ from catalog.exceptions import (
     NoSuchTableError,
     UdbError,
 )
-from catalog.models import Database, Partition, Table, parse_partition_name, partition_name
+from catalog.fs.namespace import Mount, Namespace, redact
+from catalog.fs.ufs import is_within, normalize_uri
+from catalog.models import (
+    Database,
+    Layout,
+    Partition,
+    Table,
+    parse_partition_name,
+    partition_name,
+)
 from catalog.partition_filter import compile_filter
+from catalog.serving import (
+    ClientView,
+    ServePolicy,
+    served_database,
+    served_partition,
+    served_table,
+)
 from catalog.store import DatabaseRecord, StateStore, TableRecord
 from catalog.udb import load_udb
 from catalog.udb.base import UnderDatabase
+from catalog.views import (
+    DatabaseDetail,
+    DatabaseSummary,
+    LayoutSummary,
+    LocationOwner,
+    PartitionOut,
+    SyncReport,
+    TableDetail,
+    TableSummary,
+)
 from catalog.viewsql import rename_database_in_sql
 
 #: Attach options every UDB type understands; the rest go to the connector.
-COMMON_OPTIONS = frozenset({"include.tables", "ignore.tables", "bypass.tables", "sync.interval"})
+COMMON_OPTIONS = frozenset({"include.tables", "ignore.tables", "bypass.tables", "sync.interval",
+                            "serve.mode"})
+#: Every HMS has a database "default" (Spark creates it at start-up if it is missing), so one
+#: is served, empty, until a database is attached under that name.
+DEFAULT_DB = "default"
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$")
-
-
-@dataclass
-class Counts:
-    unchanged: int = 0
-    updated: int = 0
-    added: int = 0
-    removed: int = 0
-
-
-@dataclass
-class SyncReport:
-    """What one attach or sync did."""
-
-    db: str
-    tables: Counts = field(default_factory=Counts)
-    partitions: Counts = field(default_factory=Counts)
-    errors: list[str] = field(default_factory=list)
-    #: What the under-database skipped (e.g. a folder that is no table); not a failure.
-    warnings: list[str] = field(default_factory=list)
-    duration_s: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"db": self.db, "tables": vars(self.tables), "partitions": vars(self.partitions),
-                "errors": list(self.errors), "warnings": list(self.warnings),
-                "duration_s": round(self.duration_s, 3)}
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,7 @@ def _name_set(value: str | None) -> frozenset[str]:
 class _Snapshot:
     databases: dict[str, DatabaseRecord]
     tables: dict[str, dict[str, TableRecord]]  # db -> lower(table name) -> record
+    layout_counts: dict[int, int]  # table id -> partitions with a current transformed layout
 
 
 @dataclass
@@ -118,10 +131,15 @@ class CatalogService:
                  udb_factory: Callable[..., UnderDatabase] | None = None) -> None:
         self.settings = settings or Settings()
         self.store = StateStore(self.settings.data_dir)
+        self.fs = Namespace(self.store, root_ufs=self.settings.root_ufs,
+                            root_options=self.settings.root_ufs_options,
+                            list_parallelism=self.settings.fs_list_parallelism)
         self._udb_factory = udb_factory or load_udb
         self._db_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        self._snapshot = _Snapshot({}, {})
+        self._snapshot = _Snapshot({}, {}, {})
+        self._partition_indexes = _PartitionIndexCache(self.settings.partition_index_cache_bytes)
+        self._location_index: tuple[int, _LocationIndex] | None = None
         #: Grows on every committed change: a cache key for answers derived from many tables.
         self.generation = 0
         self._reload()
@@ -145,8 +163,17 @@ class CatalogService:
                     continue
                 databases[name] = rec
                 tables[name] = {t.name.lower(): t for t in self.store.tables(name)}
-            self._snapshot = _Snapshot(databases, tables)
+            self._snapshot = _Snapshot(databases, tables, self.store.current_layout_counts())
             self.generation += 1
+
+    def _partition_index(self, rec: TableRecord) -> _PartitionIndex:
+        key = (rec.id, rec.version)
+        index = self._partition_indexes.get(key)
+        if index is None:
+            names = tuple(self.store.partition_names(rec.id))
+            index = (names, tuple(tuple(v for _, v in parse_partition_name(n)) for n in names))
+            self._partition_indexes.put(key, index)
+        return index
 
     def _lock_for(self, db: str) -> threading.Lock:
         with self._locks_guard:
@@ -187,7 +214,7 @@ class CatalogService:
     def partition_names(self, db: str, table: str) -> list[str]:
         """All partition names of a table, in name order (memoised per table version)."""
         rec = self.table_record(db, table)
-        return list(_partition_index(self.store, rec.id, rec.version)[0])
+        return list(self._partition_index(rec)[0])
 
     def partitions_by_names(self, db: str, table: str, names: Sequence[str]) -> list[Partition]:
         """The partitions of ``names`` that exist, in the order given."""
@@ -199,6 +226,51 @@ class CatalogService:
         if not found:
             raise NoSuchPartitionError(db, table, name)
         return found[0]
+
+    # -- served metadata (the served-location policy applied) ----------------------------------
+
+    def _policy(self, rec: DatabaseRecord) -> ServePolicy:
+        return ServePolicy.parse(rec.options)
+
+    def served_database_names(self) -> list[str]:
+        """Attached databases, plus the empty ``default`` every HMS has."""
+        names = self.list_databases()
+        return names if DEFAULT_DB in names else sorted([*names, DEFAULT_DB])
+
+    def served_database(self, db: str, view: ClientView = ClientView.VERBATIM) -> Database:
+        try:
+            return served_database(self.get_database(db), view)
+        except NoSuchDatabaseError:
+            if db.lower() != DEFAULT_DB:
+                raise
+        location = (self.settings.data_dir / "warehouse").resolve().as_uri()
+        return served_database(Database(name=DEFAULT_DB, description="Default Hive database",
+                                        location=location, owner_name="public",
+                                        owner_type="ROLE"), view)
+
+    def _layouts_of(self, rec: TableRecord, names: Sequence[str]) -> dict[str, Layout]:
+        if not self._snapshot.layout_counts.get(rec.id):
+            return {}
+        db = self.database_record(rec.db_name)
+        if not self._policy(db).uses_layouts(rec.name):
+            return {}
+        return self.store.current_layouts(rec.id, names)
+
+    def served_table(self, db: str, table: str,
+                     view: ClientView = ClientView.VERBATIM) -> Table:
+        """The table as engines see it (its layout, in the client's spelling)."""
+        rec = self.table_record(db, table)
+        layout = None if rec.table.partition_keys else self._layouts_of(rec, [""]).get("")
+        return served_table(rec.table, layout, view)
+
+    def served_partitions(self, db: str, table: str, names: Sequence[str],
+                          view: ClientView = ClientView.VERBATIM) -> list[tuple[str, Partition]]:
+        """(name, partition as served) of the ``names`` that exist, in the order given."""
+        rec = self.table_record(db, table)
+        found = self.store.partitions(rec.id, names)
+        layouts = self._layouts_of(rec, [r.name for r in found])
+        return [(r.name, served_partition(r.partition, layouts.get(r.name), view))
+                for r in found]
 
     def partition_name_of(self, db: str, table: str, values: Sequence[str]) -> str:
         rec = self.table_record(db, table)
@@ -212,7 +284,7 @@ class CatalogService:
         """Partition names matching a partial value spec (``''`` = any) and/or a Hive filter."""
         rec = self.table_record(db, table)
         keys = rec.table.partition_keys
-        all_names, all_values = _partition_index(self.store, rec.id, rec.version)
+        all_names, all_values = self._partition_index(rec)
         names: Sequence[str] = all_names
         if values:
             if len(values) > len(keys):
@@ -245,6 +317,7 @@ class CatalogService:
                                     "(letters, digits, '_' and '-')")
         table_opts = TableOptions.parse(options)
         interval = _sync_interval(options)
+        ServePolicy.parse(options)
         with self._lock_for(db_name):
             if db_name in self._snapshot.databases:
                 raise AlreadyExistsError(f"database '{db_name}' is already attached")
@@ -269,8 +342,7 @@ class CatalogService:
                     table_id = self.store.insert_table(
                         conn, db_name, f.table, f.fingerprint,
                         f.table.name.lower() in table_opts.bypass, len(f.partitions))
-                    self.store.upsert_partitions(
-                        conn, table_id, ((n, p.model_dump_json(), fp) for n, p, fp in f.partitions))
+                    self.store.upsert_partitions(conn, table_id, _partition_rows(f.partitions))
                     report.tables.added += 1
                     report.partitions.added += len(f.partitions)
                 report.duration_s = time.monotonic() - started
@@ -290,7 +362,7 @@ class CatalogService:
                   options: Mapping[str, str]) -> UnderDatabase:
         udb = self._udb_factory(udb_type, uri, source_db,
                                 {k: v for k, v in options.items() if k not in COMMON_OPTIONS},
-                                self.settings)
+                                self.settings, fs=self.fs)
         unknown = set(options) - COMMON_OPTIONS - udb.OPTIONS
         if unknown:
             udb.close()
@@ -314,16 +386,22 @@ class CatalogService:
         errors: list[str] = []
         source_db = udb.source_db
         try:
-            for table, parts in udb.fetch_all(selected):
-                table = _renamed_table(table, source_db, db_name)
+            read = [(_renamed_table(t, source_db, db_name), parts)
+                    for t, parts in udb.fetch_all(selected)]
+            # One parallel listing for every location of the batch.
+            fps = udb.fingerprints(
+                [t.sd.location for t, _ in read if not t.partition_keys and not t.is_view]
+                + [p.sd.location for _, parts in read for p in parts])
+            for table, parts in read:
                 keys = table.partition_keys
                 fetched[table.name.lower()] = _Fetched(
                     table=table,
-                    fingerprint=None if keys or table.is_view else udb.fingerprint(
-                        table.sd.location),
+                    fingerprint=None if keys or table.is_view or not table.sd.location
+                    else fps.get(table.sd.location),
                     partitions=[(partition_name(keys, p.values),
                                  p.model_copy(update={"db_name": db_name}),
-                                 udb.fingerprint(p.sd.location)) for p in parts])
+                                 fps.get(p.sd.location) if p.sd.location else None)
+                                for p in parts])
         except CatalogError as e:
             errors.append(str(e))
         return fetched, errors
@@ -383,14 +461,24 @@ class CatalogService:
                     if old_rec is None:
                         table_id = self.store.insert_table(conn, rec.name, f.table, f.fingerprint,
                                                            bypass, len(f.partitions))
-                        self.store.upsert_partitions(conn, table_id, (
-                            (n, p.model_dump_json(), fp) for n, p, fp in f.partitions))
+                        self.store.upsert_partitions(conn, table_id,
+                                                     _partition_rows(f.partitions))
                         report.tables.added += 1
                         report.partitions.added += len(f.partitions)
                         continue
                     changed_parts = self._sync_partitions(conn, old_rec, f, report)
-                    if (changed_parts or old_rec.table != f.table
-                            or old_rec.fingerprint != f.fingerprint or old_rec.bypass != bypass):
+                    table_changed = (old_rec.table != f.table
+                                     or old_rec.fingerprint != f.fingerprint)
+                    if table_changed and not f.table.partition_keys:
+                        report.layouts_reverted += self.store.retire_layouts(
+                            conn, old_rec.id, [""])
+                    elif (self._snapshot.layout_counts.get(old_rec.id) and (
+                            old_rec.table.sd.columns != f.table.sd.columns
+                            or old_rec.table.partition_keys != f.table.partition_keys)):
+                        # A new schema: no transformed copy of the old one is served.
+                        report.layouts_reverted += self.store.retire_layouts(
+                            conn, old_rec.id, list(self.store.current_layouts(old_rec.id)))
+                    if changed_parts or table_changed or old_rec.bypass != bypass:
                         self.store.update_table(conn, old_rec.id, f.table, f.fingerprint, bypass,
                                                 len(f.partitions))
                         report.tables.updated += 1
@@ -405,20 +493,26 @@ class CatalogService:
                          report: SyncReport) -> bool:
         stored = self.store.partition_fingerprints(old.id)
         upserts = []
+        added: set[str] = set()
         for name, part, fp in f.partitions:
             info = part.model_dump_json()
             prev = stored.pop(name, None)
             if prev is None:
+                added.add(name)
                 report.partitions.added += 1
             elif prev[0] != info or prev[1] != fp:
                 report.partitions.updated += 1
             else:
                 report.partitions.unchanged += 1
                 continue
-            upserts.append((name, info, fp))
+            upserts.append((name, info, fp, part.sd.location))
         self.store.upsert_partitions(conn, old.id, upserts)
         self.store.delete_partitions(conn, old.id, stored)
         report.partitions.removed += len(stored)
+        if self._snapshot.layout_counts.get(old.id):
+            # A transformed partition whose source changed is served from its source again.
+            report.layouts_reverted += self.store.retire_layouts(
+                conn, old.id, [u[0] for u in upserts if u[0] not in added] + list(stored))
         return bool(upserts or stored)
 
     def _finish_sync(self, db: str, report: SyncReport, started: float) -> SyncReport:
@@ -428,19 +522,302 @@ class CatalogService:
         self._reload(db)
         return report
 
+    # -- layouts ---------------------------------------------------------------------------------
+
+    def switch_layouts(self, db: str, table: str, layouts: Sequence[Layout]) -> int:
+        """Serve ``layouts`` (one per partition, ``''`` for an unpartitioned table) from now on,
+        all in one transaction; returns the new table version.
+
+        A layout made from a source that has changed since (its ``source_fingerprint`` differs
+        from the stored one) is refused: it would serve stale data.
+        """
+        if not layouts:
+            raise InvalidInputError("no layouts to switch")
+        rec = self.table_record(db, table)
+        with self._lock_for(rec.db_name):
+            rec = self.table_record(db, table)
+            parts = {} if not rec.table.partition_keys else {
+                r.name: r for r in self.store.partitions(rec.id, [lay.partition for lay in layouts])}
+            seen: set[str] = set()
+            for lay in layouts:
+                if lay.partition in seen:
+                    raise InvalidInputError(f"two layouts for partition '{lay.partition}'")
+                seen.add(lay.partition)
+                if rec.table.partition_keys:
+                    part = parts.get(lay.partition)
+                    if part is None:
+                        raise NoSuchPartitionError(rec.db_name, rec.name, lay.partition)
+                    stored_fp = part.fingerprint
+                elif lay.partition:
+                    raise InvalidInputError(f"table '{rec.db_name}.{rec.name}' is not "
+                                            f"partitioned: its layout is partition ''")
+                else:
+                    stored_fp = rec.fingerprint
+                if lay.source_fingerprint is not None and lay.source_fingerprint != stored_fp:
+                    raise InUseError(
+                        f"the source of '{rec.db_name}.{rec.name}' "
+                        f"{lay.partition or '(table)'} changed since its layout was made; "
+                        "transform it again")
+            base = self.store.max_layout_version(rec.id)
+            with self.store.transaction() as conn:
+                for i, lay in enumerate(layouts):
+                    version = lay.version if lay.version > base else base + 1 + i
+                    self.store.insert_layout(conn, rec.id, lay.model_copy(update={
+                        "version": version, "created_at": lay.created_at or time.time()}))
+                self.store.bump_table_version(conn, rec.id)
+            self._reload(rec.db_name)
+            return self.table_record(db, table).version
+
+    def revert_layouts(self, db: str, table: str, partitions: Sequence[str] | None = None) -> int:
+        """Serve the source again (every partition, or those named); returns how many were
+        transformed."""
+        rec = self.table_record(db, table)
+        with self._lock_for(rec.db_name):
+            names = list(partitions) if partitions is not None else list(
+                self.store.current_layouts(rec.id))
+            with self.store.transaction() as conn:
+                count = self.store.retire_layouts(conn, rec.id, names)
+                if count:
+                    self.store.bump_table_version(conn, rec.id)
+            self._reload(rec.db_name)
+            return count
+
+    def current_layouts(self, db: str, table: str) -> dict[str, Layout]:
+        """partition name -> its current transformed layout (served or bypassed)."""
+        rec = self.table_record(db, table)
+        return self.store.current_layouts(rec.id) if self._snapshot.layout_counts.get(
+            rec.id) else {}
+
+    # -- which table owns a path ----------------------------------------------------------------
+
+    def _locations(self) -> _LocationIndex:
+        with self._locks_guard:
+            cached = self._location_index
+            if cached is not None and cached[0] == self.generation:
+                return cached[1]
+            generation = self.generation
+        snapshot = self._snapshot
+        by_id = {t.id: t for tables in snapshot.tables.values() for t in tables.values()}
+        index = _LocationIndex()
+        for t in by_id.values():
+            if t.table.sd.location:
+                index.add(t.table.sd.location, LocationOwner(
+                    db=t.db_name, table=t.name, location=t.table.sd.location))
+        for table_id, name, location in self.store.partition_locations():
+            owner = by_id.get(table_id)
+            if owner is not None:
+                index.add(location, LocationOwner(db=owner.db_name, table=owner.name,
+                                                  partition=name, location=location))
+        for table_id in snapshot.layout_counts:
+            owner = by_id.get(table_id)
+            if owner is None:
+                continue
+            for name, lay in self.store.current_layouts(table_id).items():
+                index.add(lay.location, LocationOwner(
+                    db=owner.db_name, table=owner.name, partition=name or None,
+                    layout_version=lay.version, location=lay.location))
+        with self._locks_guard:
+            self._location_index = (generation, index)
+        return index
+
+    def owner_of(self, location: str) -> LocationOwner | None:
+        """The table (partition, layout) whose data lives at or above ``location``."""
+        return self._locations().owner_of(location)
+
+    # -- the namespace ---------------------------------------------------------------------------
+
+    def mount(self, path: str, ufs_uri: str, options: Mapping[str, str] | None = None) -> Mount:
+        return self.fs.mount(path, ufs_uri, options)
+
+    def unmount(self, path: str) -> None:
+        """Unmount; refused while an attached database or a served location lives under it."""
+        self.fs.unmount(path, in_use=self._mount_users)
+
+    def _mount_users(self, mount: Mount) -> list[str]:
+        users: list[str] = []
+        for rec in self._snapshot.databases.values():
+            uri = rec.udb_uri
+            if uri.startswith("strata:"):
+                path = "/" + uri[len("strata:"):].lstrip("/")
+                if path == mount.path or path.startswith(mount.path.rstrip("/") + "/"):
+                    users.append(f"database '{rec.name}' ({uri})")
+        users += sorted({f"table '{o.db}.{o.table}'"
+                         for o in self._locations().within(mount.ufs_uri)})
+        return users
+
+    # -- answers for the front ends --------------------------------------------------------------
+
+    def database_summary(self, db: str) -> DatabaseSummary:
+        rec = self.database_record(db)
+        return DatabaseSummary(
+            name=rec.name, udb_type=rec.udb_type, uri=rec.udb_uri, source_db=rec.source_db,
+            table_count=len(self._snapshot.tables.get(rec.name, {})),
+            serve_mode=self._policy(rec).mode, attached_at=_ts(rec.attached_at),
+            last_sync_at=_ts(rec.last_sync_at) if rec.last_sync_at else None,
+            last_sync=SyncReport.model_validate(rec.last_sync) if rec.last_sync else None)
+
+    def database_summaries(self) -> list[DatabaseSummary]:
+        out = []
+        for name in self.list_databases():
+            try:
+                out.append(self.database_summary(name))
+            except NoSuchDatabaseError:  # detached meanwhile
+                continue
+        return out
+
+    def database_detail(self, db: str) -> DatabaseDetail:
+        rec = self.database_record(db)
+        interval = (rec.sync_interval_s if rec.sync_interval_s is not None
+                    else self.settings.sync_interval_s)
+        return DatabaseDetail(**dict(self.database_summary(db)), database=rec.info,
+                              options=redact(rec.options), sync_interval_s=interval)
+
+    def _layout_summary(self, rec: TableRecord) -> LayoutSummary:
+        count = self._snapshot.layout_counts.get(rec.id, 0)
+        db = self.database_record(rec.db_name)
+        if not count or not self._policy(db).uses_layouts(rec.name):
+            return LayoutSummary(kind="source")
+        if not rec.table.partition_keys:
+            lay = self.store.current_layouts(rec.id, [""]).get("")
+            return LayoutSummary(kind="transformed", transformed_partitions=0,
+                                 version=lay.version if lay else None)
+        kind = "transformed" if count >= rec.partition_count else "mixed"
+        return LayoutSummary(kind=kind, transformed_partitions=count)
+
+    def table_summaries(self, db: str, view: ClientView = ClientView.VERBATIM
+                        ) -> list[TableSummary]:
+        out = []
+        for rec in self.table_records(db):
+            served = self.served_table(db, rec.name, view)
+            out.append(TableSummary(
+                name=rec.name, type=rec.table.table_type, location=served.sd.location,
+                version=rec.version, partition_count=rec.partition_count, bypass=rec.bypass,
+                layout=self._layout_summary(rec).kind))
+        return out
+
+    def table_detail(self, db: str, table: str,
+                     view: ClientView = ClientView.VERBATIM) -> TableDetail:
+        rec = self.table_record(db, table)
+        served = self.served_table(db, table, view)
+        return TableDetail(**dict(served), id=rec.id, version=rec.version,
+                           partition_count=rec.partition_count,
+                           layout=self._layout_summary(rec), location=served.sd.location,
+                           source_location=rec.table.sd.location, bypass=rec.bypass,
+                           fingerprint=rec.fingerprint)
+
+    def partition_outs(self, db: str, table: str, names: Sequence[str],
+                       view: ClientView = ClientView.VERBATIM) -> list[PartitionOut]:
+        rec = self.table_record(db, table)
+        layouts = self._layouts_of(rec, names)
+        sources = {r.name: r.partition.sd.location for r in self.store.partitions(rec.id, names)}
+        return [PartitionOut(**dict(p), name=n, source_location=sources.get(n),
+                             layout=f"transformed v{layouts[n].version}" if n in layouts
+                             else "source")
+                for n, p in self.served_partitions(db, table, names, view)]
+
     def close(self) -> None:
+        self.fs.close()
         self.store.close()
 
 
 # -- helpers -------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=256)
-def _partition_index(store: StateStore, table_id: int, version: int
-                     ) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
-    """A table's partition names (sorted) and their values, for one version of it."""
-    names = tuple(store.partition_names(table_id))
-    return names, tuple(tuple(v for _, v in parse_partition_name(n)) for n in names)
+#: A table's partition names (sorted) and their values, for one version of it.
+_PartitionIndex = tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]
+
+
+class _PartitionIndexCache:
+    """A byte-bounded LRU of partition indexes keyed by (table id, version); holds no store."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._data: OrderedDict[tuple[int, int], tuple[_PartitionIndex, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def cost(index: _PartitionIndex) -> int:
+        """Approximate bytes: the strings and the tuples holding them."""
+        names, values = index
+        return sum(len(n) * 2 + 120 + len(v) * 60 for n, v in zip(names, values)) + 200
+
+    def get(self, key: tuple[int, int]) -> _PartitionIndex | None:
+        with self._lock:
+            hit = self._data.get(key)
+            if hit is None:
+                return None
+            self._data.move_to_end(key)
+            return hit[0]
+
+    def put(self, key: tuple[int, int], index: _PartitionIndex) -> None:
+        cost = self.cost(index)
+        if cost > self.max_bytes:
+            return
+        with self._lock:
+            old = self._data.pop(key, None)
+            if old is not None:
+                self.size -= old[1]
+            self._data[key] = (index, cost)
+            self.size += cost
+            while self.size > self.max_bytes:
+                _, (_, evicted) = self._data.popitem(last=False)
+                self.size -= evicted
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class _LocationIndex:
+    """Storage location -> owner, answered by walking up the asked path's parents."""
+
+    def __init__(self) -> None:
+        self._owners: dict[str, LocationOwner] = {}
+
+    @staticmethod
+    def _key(location: str) -> str | None:
+        try:
+            uri = normalize_uri(location)
+        except CatalogError:
+            return None
+        return "s3://" + uri[len("s3a://"):] if uri.startswith("s3a://") else uri
+
+    def add(self, location: str, owner: LocationOwner) -> None:
+        key = self._key(location)
+        if key is not None:
+            # A partition or layout beats the table whose folder holds it.
+            prev = self._owners.get(key)
+            if prev is None or owner.partition is not None or owner.layout_version is not None:
+                self._owners[key] = owner
+
+    def owner_of(self, location: str) -> LocationOwner | None:
+        key = self._key(location)
+        while key:
+            found = self._owners.get(key)
+            if found is not None:
+                return found
+            if key.endswith("://") or "/" not in key.split("://", 1)[1]:
+                return None
+            key = key.rsplit("/", 1)[0]
+            if key.endswith(":/"):
+                key += "/"
+        return None
+
+    def within(self, root: str) -> list[LocationOwner]:
+        """Every owner whose location is ``root`` or below it."""
+        key = self._key(root)
+        if key is None:
+            return []
+        return [o for k, o in self._owners.items() if is_within(k, key)]
+
+
+def _partition_rows(partitions: Sequence[tuple[str, Partition, str | None]]
+                    ) -> list[tuple[str, str, str | None, str | None]]:
+    return [(n, p.model_dump_json(), fp, p.sd.location) for n, p, fp in partitions]
+
+
+def _ts(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
 
 
 @contextmanager

@@ -12,19 +12,20 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from catalog.exceptions import StateStoreError
-from catalog.models import Database, Partition, Table
+from catalog.models import Database, Layout, Partition, Table
 
 STATE_FILE = "catalog.db"
 
-#: Schema migrations, applied in order; entry i brings the schema from version i to i + 1.
-MIGRATIONS: list[str] = [
+#: Schema migrations, applied in order; entry i brings the schema from version i to i + 1: SQL
+#: statements (``;``-separated) or a function of the connection, inside the migration's transaction.
+MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     """
     CREATE TABLE databases (
         name TEXT PRIMARY KEY,
@@ -58,6 +59,30 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (table_id, name)
     );
     """,
+    # 2: the namespace's mount table; layouts (immutable, versioned, per partition: '' for an
+    # unpartitioned table), kept apart from the source metadata so a switch never looks like a
+    # source change; partition locations as a column (the location -> table index).
+    """
+    CREATE TABLE mounts (
+        path TEXT PRIMARY KEY,
+        ufs_uri TEXT NOT NULL,
+        options TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE layouts (
+        table_id INTEGER NOT NULL REFERENCES tables(id) ON DELETE CASCADE,
+        partition_name TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        info TEXT NOT NULL,
+        current INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        retired_at REAL,
+        PRIMARY KEY (table_id, partition_name, version)
+    );
+    CREATE INDEX layouts_current ON layouts (table_id, current);
+    ALTER TABLE partitions ADD COLUMN location TEXT
+    """,
+    lambda conn: _backfill_partition_locations(conn),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -142,15 +167,27 @@ class StateStore:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One atomic write: everything inside commits together or not at all."""
+        """One atomic write: everything inside commits together or not at all.
+
+        SQLite errors (disk full, locked, corrupt) leave as :class:`StateStoreError`.
+        """
         with self._write_lock:
             conn = self._conn()
             try:
                 conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as e:
+                raise StateStoreError(f"cannot start a state store transaction: {e}") from e
+            try:
                 yield conn
                 conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
+            except BaseException as e:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                if isinstance(e, sqlite3.Error):
+                    raise StateStoreError(f"state store write failed: {e}") from e
                 raise
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -173,9 +210,13 @@ class StateStore:
                 for version in range(current, SCHEMA_VERSION):
                     conn.execute("BEGIN IMMEDIATE")
                     try:
-                        for statement in MIGRATIONS[version].split(";"):
-                            if statement.strip():
-                                conn.execute(statement)
+                        step = MIGRATIONS[version]
+                        if callable(step):
+                            step(conn)
+                        else:
+                            for statement in step.split(";"):
+                                if statement.strip():
+                                    conn.execute(statement)
                         conn.execute("DELETE FROM schema_version")
                         conn.execute("INSERT INTO schema_version VALUES (?)", (version + 1,))
                         conn.execute("COMMIT")
@@ -223,6 +264,8 @@ class StateStore:
     @staticmethod
     def delete_database(conn: sqlite3.Connection, name: str) -> int:
         # Explicit deletes keep this portable to stores without cascading foreign keys.
+        conn.execute("DELETE FROM layouts WHERE table_id IN "
+                     "(SELECT id FROM tables WHERE db_name = ?)", (name,))
         conn.execute("DELETE FROM partitions WHERE table_id IN "
                      "(SELECT id FROM tables WHERE db_name = ?)", (name,))
         conn.execute("DELETE FROM tables WHERE db_name = ?", (name,))
@@ -262,7 +305,13 @@ class StateStore:
              table_id))
 
     @staticmethod
+    def bump_table_version(conn: sqlite3.Connection, table_id: int) -> None:
+        conn.execute("UPDATE tables SET version = version + 1, updated_at = ? WHERE id = ?",
+                     (time.time(), table_id))
+
+    @staticmethod
     def delete_table(conn: sqlite3.Connection, table_id: int) -> None:
+        conn.execute("DELETE FROM layouts WHERE table_id = ?", (table_id,))
         conn.execute("DELETE FROM partitions WHERE table_id = ?", (table_id,))
         conn.execute("DELETE FROM tables WHERE id = ?", (table_id,))
 
@@ -299,17 +348,118 @@ class StateStore:
 
     @staticmethod
     def upsert_partitions(conn: sqlite3.Connection, table_id: int,
-                          rows: Iterable[tuple[str, str, str | None]]) -> None:
-        """Insert or replace (name, info JSON, fingerprint) rows."""
+                          rows: Iterable[tuple[str, str, str | None, str | None]]) -> None:
+        """Insert or replace (name, info JSON, fingerprint, location) rows."""
         conn.executemany(
-            "INSERT INTO partitions (table_id, name, info, fingerprint) VALUES (?,?,?,?) "
-            "ON CONFLICT (table_id, name) DO UPDATE SET info = excluded.info, "
-            "fingerprint = excluded.fingerprint", ((table_id, n, i, f) for n, i, f in rows))
+            "INSERT INTO partitions (table_id, name, info, fingerprint, location) "
+            "VALUES (?,?,?,?,?) ON CONFLICT (table_id, name) DO UPDATE SET info = excluded.info, "
+            "fingerprint = excluded.fingerprint, location = excluded.location",
+            ((table_id, n, i, f, loc) for n, i, f, loc in rows))
+
+    def partition_locations(self) -> list[tuple[int, str, str]]:
+        """(table id, partition name, location) of every partition with a location."""
+        rows = self._query("SELECT table_id, name, location FROM partitions "
+                           "WHERE location IS NOT NULL")
+        return [(r[0], r[1], r[2]) for r in rows]
 
     @staticmethod
     def delete_partitions(conn: sqlite3.Connection, table_id: int, names: Iterable[str]) -> None:
         conn.executemany("DELETE FROM partitions WHERE table_id = ? AND name = ?",
                          ((table_id, n) for n in names))
+
+
+    # -- layouts ---------------------------------------------------------------------------------
+
+    def current_layouts(self, table_id: int, names: Sequence[str] | None = None
+                        ) -> dict[str, Layout]:
+        """partition name ('' for the table) -> its current transformed layout."""
+        sql = "SELECT partition_name, info FROM layouts WHERE table_id = ? AND current = 1"
+        if names is None:
+            rows = self._query(sql, (table_id,))
+        else:
+            rows = []
+            unique = list(dict.fromkeys(names))
+            for start in range(0, len(unique), 500):
+                chunk = unique[start:start + 500]
+                rows += self._query(f"{sql} AND partition_name IN ({','.join('?' * len(chunk))})",
+                                    (table_id, *chunk))
+        return {r[0]: Layout.model_validate_json(r[1]) for r in rows}
+
+    def current_layout_counts(self) -> dict[int, int]:
+        """table id -> how many of its partitions have a current transformed layout."""
+        rows = self._query("SELECT table_id, COUNT(*) FROM layouts WHERE current = 1 "
+                           "GROUP BY table_id")
+        return {r[0]: r[1] for r in rows}
+
+    def layouts(self, table_id: int) -> list[tuple[Layout, bool, float | None]]:
+        """Every layout of a table, current or retired: (layout, current, retired_at)."""
+        rows = self._query("SELECT info, current, retired_at FROM layouts WHERE table_id = ? "
+                           "ORDER BY partition_name, version", (table_id,))
+        return [(Layout.model_validate_json(r[0]), bool(r[1]), r[2]) for r in rows]
+
+    def max_layout_version(self, table_id: int) -> int:
+        rows = self._query("SELECT MAX(version) FROM layouts WHERE table_id = ?", (table_id,))
+        return int(rows[0][0] or 0)
+
+    @staticmethod
+    def insert_layout(conn: sqlite3.Connection, table_id: int, layout: Layout) -> None:
+        """Make ``layout`` its partition's current one (the previous one is retired)."""
+        now = time.time()
+        conn.execute("UPDATE layouts SET current = 0, retired_at = ? WHERE table_id = ? AND "
+                     "partition_name = ? AND current = 1", (now, table_id, layout.partition))
+        conn.execute("INSERT INTO layouts (table_id, partition_name, version, info, current, "
+                     "created_at) VALUES (?,?,?,?,1,?)",
+                     (table_id, layout.partition, layout.version, layout.model_dump_json(), now))
+
+    @staticmethod
+    def retire_layouts(conn: sqlite3.Connection, table_id: int, names: Iterable[str]) -> int:
+        """Serve the source again for these partitions; returns how many were transformed."""
+        now = time.time()
+        count = 0
+        for name in names:
+            count += conn.execute(
+                "UPDATE layouts SET current = 0, retired_at = ? WHERE table_id = ? AND "
+                "partition_name = ? AND current = 1", (now, table_id, name)).rowcount
+        return count
+
+    @staticmethod
+    def delete_layout(conn: sqlite3.Connection, table_id: int, partition: str,
+                      version: int) -> None:
+        conn.execute("DELETE FROM layouts WHERE table_id = ? AND partition_name = ? AND "
+                     "version = ? AND current = 0", (table_id, partition, version))
+
+    # -- mounts ----------------------------------------------------------------------------------
+
+    def mounts(self) -> list[MountRecord]:
+        rows = self._query("SELECT path, ufs_uri, options, created_at FROM mounts ORDER BY path")
+        return [MountRecord(r[0], r[1], json.loads(r[2]), r[3]) for r in rows]
+
+    @staticmethod
+    def insert_mount(conn: sqlite3.Connection, path: str, ufs_uri: str,
+                     options: dict[str, str], created_at: float) -> None:
+        conn.execute("INSERT INTO mounts (path, ufs_uri, options, created_at) VALUES (?,?,?,?)",
+                     (path, ufs_uri, json.dumps(options), created_at))
+
+    @staticmethod
+    def delete_mount(conn: sqlite3.Connection, path: str) -> None:
+        conn.execute("DELETE FROM mounts WHERE path = ?", (path,))
+
+
+@dataclass(frozen=True)
+class MountRecord:
+    """A namespace mount as the store keeps it (options include secrets: never show them)."""
+
+    path: str
+    ufs_uri: str
+    options: dict[str, str]
+    created_at: float
+
+
+def _backfill_partition_locations(conn: sqlite3.Connection) -> None:
+    rows = conn.execute("SELECT table_id, name, info FROM partitions").fetchall()
+    conn.executemany(
+        "UPDATE partitions SET location = ? WHERE table_id = ? AND name = ?",
+        ((json.loads(info).get("sd", {}).get("location"), tid, name) for tid, name, info in rows))
 
 
 def _db_record(r: tuple[Any, ...]) -> DatabaseRecord:

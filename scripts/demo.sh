@@ -11,7 +11,7 @@ THRIFT_PORT=${DEMO_THRIFT_PORT:-9083}
 REST_PORT=${DEMO_REST_PORT:-8080}
 export CATALOG_SERVER="http://127.0.0.1:$REST_PORT"
 "$PY" scripts/sample_lake.py "$WORK/lake" >/dev/null
-"$PY" -m catalog.cli serve --data-dir "$WORK/state" --thrift-port "$THRIFT_PORT" \
+"$PY" -m api.cli serve --data-dir "$WORK/state" --thrift-port "$THRIFT_PORT" \
   --rest-port "$REST_PORT" >"$WORK/serve.log" 2>&1 &
 SERVER_PID=$!
 trap 'kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
@@ -21,10 +21,10 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 set -x
-"$PY" -m catalog.cli attach-db directory "$WORK/lake" shop
-"$PY" -m catalog.cli ls
-"$PY" -m catalog.cli ls shop
-"$PY" -m catalog.cli ls shop events
+"$PY" -m api.cli attach-db directory "$WORK/lake" shop
+"$PY" -m api.cli ls
+"$PY" -m api.cli ls shop
+"$PY" -m api.cli ls shop events
 set +x
 echo "+ an unmodified HMS Thrift client (what Trino/Spark speak) on thrift://127.0.0.1:$THRIFT_PORT:"
 "$PY" - "$THRIFT_PORT" <<'PYEOF'

@@ -9,25 +9,33 @@ and unexpected failures ``CatalogError`` (500), without stack traces. Endpoints 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from catalog.exceptions import CatalogError, UdbError
-from catalog.models import Database, Partition, Table, partition_name
-from catalog.service import CatalogService, SyncReport
-from catalog.store import DatabaseRecord, TableRecord
+from catalog.exceptions import CatalogError, InvalidInputError, NoSuchPathError, UdbError
+from catalog.service import CatalogService
+from catalog.serving import ClientView
+from catalog.views import (
+    DatabaseDetail,
+    DatabaseSummary,
+    LocationOwner,
+    PartitionPage,
+    SyncReport,
+    TableDetail,
+    TableSummary,
+)
 
 API_PREFIX = "/api/v1"
 MAX_PAGE = 1000
 
 
-# -- wire schemas --------------------------------------------------------------------------------
+# -- wire schemas (the answers are the service's own types, catalog.views) ----------------------
 
 
 class ErrorInfo(BaseModel):
@@ -53,72 +61,33 @@ class AttachRequest(BaseModel):
     options: dict[str, str] = Field(default_factory=dict)
 
 
-class Counts(BaseModel):
-    unchanged: int = 0
-    updated: int = 0
-    added: int = 0
-    removed: int = 0
+class MountRequest(BaseModel):
+    """Mount the storage at ``ufs_uri`` on namespace ``path``."""
+
+    path: str = Field(min_length=1, examples=["/lake"])
+    ufs_uri: str = Field(min_length=1, examples=["s3://bucket/prefix", "file:///data/lake"])
+    options: dict[str, str] = Field(default_factory=dict, examples=[{
+        "s3.endpoint": "http://127.0.0.1:9000", "s3.aws-access-key": "KEY",
+        "s3.aws-secret-key": "SECRET", "s3.path-style-access": "true", "readonly": "true"}])
 
 
-class SyncReportOut(BaseModel):
-    """What one attach or sync did (``SyncReport.to_dict()``)."""
-
-    db: str
-    tables: Counts
-    partitions: Counts
-    errors: list[str]
-    warnings: list[str] = Field(
-        default_factory=list, description="what the under-database skipped (not a failure)")
-    duration_s: float
+class MountOut(BaseModel):
+    path: str
+    ufs_uri: str
+    options: dict[str, str] = Field(description="secret values redacted")
+    readonly: bool
+    builtin: bool = Field(description="the catalog's own root (/catalog)")
+    created_at: float
 
 
-class DatabaseSummary(BaseModel):
+class FsEntry(BaseModel):
+    path: str
     name: str
-    udb_type: str
-    uri: str
-    source_db: str
-    table_count: int
-    attached_at: datetime
-    last_sync_at: datetime | None
-    last_sync: SyncReportOut | None
-
-
-class DatabaseDetail(DatabaseSummary):
-    database: Database
-    options: dict[str, str]
-    sync_interval_s: float = Field(description="effective periodic sync interval; 0 = disabled")
-
-
-class TableSummary(BaseModel):
-    name: str
-    type: str
-    location: str | None
-    version: int
-    partition_count: int
-    bypass: bool
-
-
-class TableDetail(Table):
-    """The full table plus what the catalog keeps about it."""
-
-    id: int
-    version: int
-    partition_count: int
-    layout: str
-    location: str | None
-    bypass: bool
-    fingerprint: str | None
-
-
-class PartitionOut(Partition):
-    name: str
-
-
-class PartitionPage(BaseModel):
-    total: int = Field(description="partitions matching the filter")
-    offset: int
-    limit: int
-    partitions: list[PartitionOut]
+    is_dir: bool
+    size: int
+    mtime_ns: int
+    ufs_uri: str | None
+    mount_point: bool
 
 
 class Health(BaseModel):
@@ -126,31 +95,20 @@ class Health(BaseModel):
     databases: int
 
 
+View = Annotated[ClientView, Query(
+    description="whose spelling of locations: verbatim (Spark, Hive, Presto) or trino "
+                "(local file: locations as local:///)")]
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": desc} for code, desc in (
-        (404, "unknown database / table"), (409, "already attached"),
-        (422, "invalid input"), (502, "under-database unreachable or failing"),
+        (404, "unknown database, table or path"), (405, "read-only mount"),
+        (409, "already exists, or in use"),
+        (422, "invalid input"),
+        (502, "under-database or under storage unreachable or failing"),
         (500, "internal error"))}
 
 
 # -- conversions ---------------------------------------------------------------------------------
-
-
-def _ts(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, UTC)
-
-
-def _db_summary(service: CatalogService, rec: DatabaseRecord) -> dict[str, Any]:
-    return {"name": rec.name, "udb_type": rec.udb_type, "uri": rec.udb_uri,
-            "source_db": rec.source_db, "table_count": len(service.list_tables(rec.name)),
-            "attached_at": _ts(rec.attached_at), "last_sync_at": _ts(rec.last_sync_at),
-            "last_sync": rec.last_sync}
-
-
-def _table_summary(rec: TableRecord) -> TableSummary:
-    return TableSummary(name=rec.name, type=rec.table.table_type, location=rec.table.sd.location,
-                        version=rec.version, partition_count=rec.partition_count,
-                        bypass=rec.bypass)
 
 
 def _error(status: int, type_name: str, message: str, **extra: Any) -> JSONResponse:
@@ -166,13 +124,13 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def _sync_answer(report: SyncReport) -> dict[str, Any] | JSONResponse:
+def _sync_answer(report: SyncReport) -> SyncReport | JSONResponse:
     if report.errors:
         return _error(UdbError.http_status, UdbError.__name__,
                       f"sync of '{report.db}' could not read its under-database (last good "
                       f"state still served): {'; '.join(report.errors)}",
                       report=report.to_dict())
-    return report.to_dict()
+    return report
 
 
 # -- the application -----------------------------------------------------------------------------
@@ -210,32 +168,21 @@ def create_app(service: CatalogService) -> FastAPI:
     # -- databases -------------------------------------------------------------------------------
 
     @app.get(f"{API_PREFIX}/databases", response_model=list[DatabaseSummary], tags=["databases"])
-    def list_databases() -> list[dict[str, Any]]:
+    def list_databases() -> list[DatabaseSummary]:
         """Every attached database with its under-database and last sync."""
-        out = []
-        for name in service.list_databases():
-            try:
-                out.append(_db_summary(service, service.database_record(name)))
-            except CatalogError:  # detached meanwhile
-                continue
-        return out
+        return service.database_summaries()
 
     @app.get(f"{API_PREFIX}/databases/{{db}}", response_model=DatabaseDetail,
              tags=["databases"])
-    def get_database(db: str) -> dict[str, Any]:
-        rec = service.database_record(db)
-        interval = (rec.sync_interval_s if rec.sync_interval_s is not None
-                    else service.settings.sync_interval_s)
-        return {**_db_summary(service, rec), "database": rec.info, "options": rec.options,
-                "sync_interval_s": interval}
+    def get_database(db: str) -> DatabaseDetail:
+        return service.database_detail(db)
 
-    @app.post(f"{API_PREFIX}/databases", response_model=SyncReportOut, status_code=201,
+    @app.post(f"{API_PREFIX}/databases", response_model=SyncReport, status_code=201,
               tags=["databases"])
-    def attach_database(body: AttachRequest) -> dict[str, Any]:
+    def attach_database(body: AttachRequest) -> SyncReport:
         """Attach a database; answers the report of its initial sync."""
-        report = service.attach_database(body.udb_type, body.uri, body.source_db,
-                                         name=body.name, options=body.options)
-        return report.to_dict()
+        return service.attach_database(body.udb_type, body.uri, body.source_db,
+                                       name=body.name, options=body.options)
 
     @app.delete(f"{API_PREFIX}/databases/{{db}}", status_code=204, response_class=Response,
                 tags=["databases"])
@@ -243,7 +190,7 @@ def create_app(service: CatalogService) -> FastAPI:
         service.detach_database(db)
         return Response(status_code=204)
 
-    @app.post(f"{API_PREFIX}/databases/{{db}}/sync", response_model=SyncReportOut,
+    @app.post(f"{API_PREFIX}/databases/{{db}}/sync", response_model=SyncReport,
               tags=["databases"])
     def sync_database(db: str) -> Any:
         """Sync now; 502 (with the report) if the under-database could not be read."""
@@ -253,20 +200,17 @@ def create_app(service: CatalogService) -> FastAPI:
 
     @app.get(f"{API_PREFIX}/databases/{{db}}/tables", response_model=list[TableSummary],
              tags=["tables"])
-    def list_tables(db: str) -> list[TableSummary]:
-        return [_table_summary(r) for r in service.table_records(db)]
+    def list_tables(db: str, view: View = ClientView.VERBATIM) -> list[TableSummary]:
+        return service.table_summaries(db, view)
 
     @app.get(f"{API_PREFIX}/databases/{{db}}/tables/{{table}}", response_model=TableDetail,
              tags=["tables"])
-    def get_table(db: str, table: str) -> TableDetail:
-        rec = service.table_record(db, table)
-        return TableDetail(**dict(rec.table), id=rec.id, version=rec.version,
-                           partition_count=rec.partition_count, layout="source",
-                           location=rec.table.sd.location, bypass=rec.bypass,
-                           fingerprint=rec.fingerprint)
+    def get_table(db: str, table: str, view: View = ClientView.VERBATIM) -> TableDetail:
+        """The table as engines are served it (layout, location), with its source location."""
+        return service.table_detail(db, table, view)
 
     @app.post(f"{API_PREFIX}/databases/{{db}}/tables/{{table}}/sync",
-              response_model=SyncReportOut, tags=["tables"])
+              response_model=SyncReport, tags=["tables"])
     def sync_table(db: str, table: str) -> Any:
         """Sync one table now; 502 (with the report) if the under-database could not be read."""
         return _sync_answer(service.sync(db, table))
@@ -279,14 +223,74 @@ def create_app(service: CatalogService) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
         filter: Annotated[str | None, Query(
             description="Hive partition filter, e.g. dt >= '2024-01-01' and h = 3")] = None,
+        view: View = ClientView.VERBATIM,
     ) -> PartitionPage:
-        """Partitions in name order, paged, optionally filtered."""
-        keys = service.table_record(db, table).table.partition_keys
+        """Partitions in name order, paged, optionally filtered, as served."""
         names = service.select_partition_names(db, table, filter_text=filter)
-        parts = service.partitions_by_names(db, table, names[offset:offset + limit])
-        return PartitionPage(
-            total=len(names), offset=offset, limit=limit,
-            partitions=[PartitionOut(**dict(p), name=partition_name(keys, p.values))
-                        for p in parts])
+        return PartitionPage(total=len(names), offset=offset, limit=limit,
+                             partitions=service.partition_outs(
+                                 db, table, names[offset:offset + limit], view))
+
+    @app.get(f"{API_PREFIX}/locations/owner", response_model=LocationOwner, tags=["tables"])
+    def location_owner(
+        location: Annotated[str, Query(min_length=1, description="a storage URI")],
+    ) -> LocationOwner:
+        """Which attached table (partition, layout) the data at ``location`` belongs to."""
+        owner = service.owner_of(location)
+        if owner is None:
+            raise NoSuchPathError(f"no attached table owns {location}")
+        return owner
+
+    # -- the namespace ---------------------------------------------------------------------------
+
+    @app.get(f"{API_PREFIX}/fs/mounts", response_model=list[MountOut], tags=["fs"])
+    def list_mounts() -> list[dict[str, Any]]:
+        return [m.public() for m in service.fs.mounts()]
+
+    @app.post(f"{API_PREFIX}/fs/mounts", response_model=MountOut, status_code=201, tags=["fs"])
+    def mount(body: MountRequest) -> dict[str, Any]:
+        """Mount a storage (checked reachable first); secrets are never shown back."""
+        return service.mount(body.path, body.ufs_uri, body.options).public()
+
+    @app.delete(f"{API_PREFIX}/fs/mounts", status_code=204, response_class=Response,
+                tags=["fs"])
+    def unmount(path: Annotated[str, Query(min_length=1)]) -> Response:
+        """Unmount; 409 while an attached database or served table lives under it."""
+        service.unmount(path)
+        return Response(status_code=204)
+
+    @app.get(f"{API_PREFIX}/fs/ls", response_model=list[FsEntry], tags=["fs"])
+    def fs_ls(path: Annotated[str, Query(min_length=1)] = "/") -> list[dict[str, Any]]:
+        return [e.to_dict() for e in service.fs.ls(path)]
+
+    @app.get(f"{API_PREFIX}/fs/stat", response_model=FsEntry, tags=["fs"])
+    def fs_stat(path: Annotated[str, Query(min_length=1)]) -> dict[str, Any]:
+        return service.fs.stat(path).to_dict()
+
+    @app.get(f"{API_PREFIX}/fs/cat", tags=["fs"], response_class=StreamingResponse,
+             responses={200: {"content": {"application/octet-stream": {}}}})
+    def fs_cat(path: Annotated[str, Query(min_length=1)],
+               offset: Annotated[int, Query(ge=0)] = 0,
+               length: Annotated[int | None, Query(ge=0)] = None) -> StreamingResponse:
+        """A file's bytes (``length`` from ``offset``), streamed."""
+        entry = service.fs.stat(path)
+        if entry.is_dir:
+            raise InvalidInputError(f"'{entry.path}' is a directory")
+        reader = service.fs.open_input(path)
+        end = entry.size if length is None else min(entry.size, offset + length)
+
+        def chunks() -> Iterator[bytes]:
+            with reader:
+                reader.seek(offset)
+                left = max(0, end - offset)
+                while left > 0:
+                    data = reader.read(min(left, 1 << 20))
+                    if not data:
+                        return
+                    left -= len(data)
+                    yield bytes(data)
+
+        return StreamingResponse(chunks(), media_type="application/octet-stream",
+                                 headers={"Content-Length": str(max(0, end - offset))})
 
     return app

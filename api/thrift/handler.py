@@ -7,7 +7,6 @@ the hot paths whose answers are cached pre-serialised (tables and partitions).
 
 from __future__ import annotations
 
-import enum
 import re
 import struct
 from collections.abc import Callable, Sequence
@@ -33,31 +32,12 @@ from catalog.exceptions import (
     NoSuchPartitionError,
     NotFoundError,
 )
-from catalog.models import ColumnStatistics, Database, Partition, Table
+from catalog.models import ColumnStatistics
 from catalog.service import CatalogService
+from catalog.serving import ClientView
 
 SERVER_NAME = "Strata"
-DEFAULT_DB = "default"
 SERVER_VERSION = "2.3.10"
-
-
-class LocationView(enum.Enum):
-    """How a listener presents storage locations to its clients.
-
-    ``VERBATIM`` serves them as stored (Spark, Hive, PrestoDB: Hadoop file systems).
-    ``TRINO`` presents local-disk ``file:`` locations as ``local:///path``: Trino's native local
-    file system lists files as ``local:///...`` and drops every file whose parent is not
-    textually the table location, so a ``file:`` table would read as empty.
-    """
-
-    VERBATIM = "verbatim"
-    TRINO = "trino"
-
-    def present(self, location: str | None) -> str | None:
-        if self is LocationView.TRINO and location and location.startswith("file:"):
-            path = "/" + location[len("file:"):].lstrip("/")
-            return "local://" + path
-        return location
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,34 +94,20 @@ class HmsHandler:
     """Serves the read side of ThriftHiveMetastore (and fb303) from the catalog service."""
 
     def __init__(self, service: CatalogService, cache: EncodedCache,
-                 location_view: LocationView | None = None) -> None:
+                 view: ClientView = ClientView.VERBATIM) -> None:
         self.service = service
         self.cache = cache
-        self.location_view = location_view or LocationView.VERBATIM
-
-    def _table_out(self, table: Table) -> hms.Table:
-        t = table_to_thrift(table)
-        t.sd.location = self.location_view.present(t.sd.location)
-        return t
-
-    def _partition_out(self, partition: Partition) -> hms.Partition:
-        p = partition_to_thrift(partition)
-        p.sd.location = self.location_view.present(p.sd.location)
-        return p
-
-    def _database_out(self, db: Database) -> hms.Database:
-        d = database_to_thrift(db)
-        d.locationUri = self.location_view.present(d.locationUri)
-        return d
+        #: The client's spelling of locations; what is served is the core's decision.
+        self.view = view
 
     # -- encoded building blocks -----------------------------------------------------------------
 
     def _table_bytes(self, db: str, name: str) -> bytes:
         rec = self.service.table_record(db, name)
-        key = ("t", rec.id, rec.version)
+        key = ("t", self.view.value, rec.id, rec.version)
         data = self.cache.get(key)
         if data is None:
-            data = encode_struct(self._table_out(rec.table))
+            data = encode_struct(table_to_thrift(self.service.served_table(db, name, self.view)))
             self.cache.put(key, data)
         return data
 
@@ -149,17 +115,17 @@ class HmsHandler:
         rec = self.service.table_record(db, table)
         out: dict[str, bytes] = {}
         missing = []
-        cached = self.cache.get_many([("p", rec.id, rec.version, n) for n in names])
+        view = self.view.value
+        cached = self.cache.get_many([("p", view, rec.id, rec.version, n) for n in names])
         for n, data in zip(names, cached):
             if data is None:
                 missing.append(n)
             else:
                 out[n] = data
         if missing:
-            for p in self.service.partitions_by_names(db, table, missing):
-                n = self.service.partition_name_of(db, table, p.values)
-                data = encode_struct(self._partition_out(p))
-                self.cache.put(("p", rec.id, rec.version, n), data)
+            for n, p in self.service.served_partitions(db, table, missing, self.view):
+                data = encode_struct(partition_to_thrift(p))
+                self.cache.put(("p", view, rec.id, rec.version, n), data)
                 out[n] = data
         return [out[n] for n in names if n in out]
 
@@ -167,29 +133,15 @@ class HmsHandler:
         return encoded_list(self._partition_bytes(db, table, names))
 
     # -- databases -------------------------------------------------------------------------------
-    # Every HMS has a database "default" (Spark creates it at start-up if it is missing), so one
-    # is served, empty, until a database is attached under that name.
-
-    def _database_names(self) -> list[str]:
-        names = self.service.list_databases()
-        return names if DEFAULT_DB in names else sorted([*names, DEFAULT_DB])
 
     def get_all_databases(self, a: Any) -> list[str]:
-        return self._database_names()
+        return self.service.served_database_names()
 
     def get_databases(self, a: Any) -> list[str]:
-        return _matching(self._database_names(), a.pattern)
+        return _matching(self.service.served_database_names(), a.pattern)
 
     def get_database(self, a: Any) -> hms.Database:
-        try:
-            return self._database_out(self.service.get_database(a.name))
-        except NoSuchDatabaseError:
-            if (a.name or "").lower() != DEFAULT_DB:
-                raise
-            location = (self.service.settings.data_dir / "warehouse").resolve().as_uri()
-            return self._database_out(Database(
-                name=DEFAULT_DB, description="Default Hive database", location=location,
-                owner_name="public", owner_type="ROLE"))
+        return database_to_thrift(self.service.served_database(a.name or "", self.view))
 
     # -- tables ----------------------------------------------------------------------------------
 
@@ -353,23 +305,22 @@ class HmsHandler:
 
     def get_table_statistics_req(self, a: Any) -> hms.TableStatsResult:
         r = a.request
-        t = self.service.get_table(r.dbName, r.tblName)
+        t = self.service.served_table(r.dbName, r.tblName)
         return hms.TableStatsResult(
             tableStats=[stats_to_thrift(s) for s in self._pick(t.column_stats, r.colNames)])
 
     def get_partitions_statistics_req(self, a: Any) -> hms.PartitionsStatsResult:
         r = a.request
-        parts = self.service.partitions_by_names(r.dbName, r.tblName, r.partNames or [])
+        parts = self.service.served_partitions(r.dbName, r.tblName, r.partNames or [])
         result: dict[str, list[hms.ColumnStatisticsObj]] = {}
-        for p in parts:
+        for name, p in parts:
             picked = self._pick(p.column_stats, r.colNames)
             if picked:
-                name = self.service.partition_name_of(r.dbName, r.tblName, p.values)
                 result[name] = [stats_to_thrift(s) for s in picked]
         return hms.PartitionsStatsResult(partStats=result)
 
     def get_table_column_statistics(self, a: Any) -> hms.ColumnStatistics:
-        t = self.service.get_table(a.db_name, a.tbl_name)
+        t = self.service.served_table(a.db_name, a.tbl_name)
         picked = self._pick(t.column_stats, [a.col_name])
         if not picked:
             raise NotFoundError(f"no statistics for column '{a.col_name}' of table "
@@ -377,7 +328,10 @@ class HmsHandler:
         return column_statistics_to_thrift(t.db_name, t.name, picked)
 
     def get_partition_column_statistics(self, a: Any) -> hms.ColumnStatistics:
-        p = self.service.get_partition(a.db_name, a.tbl_name, a.part_name)
+        found = self.service.served_partitions(a.db_name, a.tbl_name, [a.part_name])
+        if not found:
+            raise NoSuchPartitionError(a.db_name, a.tbl_name, a.part_name)
+        p = found[0][1]
         picked = self._pick(p.column_stats, [a.col_name])
         if not picked:
             raise NotFoundError(f"no statistics for column '{a.col_name}' of partition "
@@ -456,5 +410,5 @@ class HmsHandler:
 def served_methods(handler: HmsHandler) -> dict[str, Callable[[Any], Any]]:
     """Thrift method name -> bound implementation."""
     return {name: getattr(handler, name) for name in dir(handler)
-            if not name.startswith("_") and name not in ("service", "cache")
+            if not name.startswith("_") and name not in ("service", "cache", "view")
             and callable(getattr(handler, name))}

@@ -31,7 +31,6 @@ from api.thrift.cache import EncodedCache
 from api.thrift.handler import (
     Encoded,
     HmsHandler,
-    LocationView,
     encode_struct,
     served_methods,
 )
@@ -43,6 +42,7 @@ from catalog.exceptions import (
     ReadOnlyError,
 )
 from catalog.service import CatalogService
+from catalog.serving import ClientView
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +126,10 @@ class ThriftServer:
                  *, max_connections: int = 256, idle_timeout_s: float = 600.0,
                  max_message_bytes: int = 64 * 1024 * 1024,
                  cache: EncodedCache | None = None,
-                 location_view: LocationView = LocationView.VERBATIM) -> None:
+                 view: ClientView = ClientView.VERBATIM) -> None:
         self.service = service
         self.cache = cache or EncodedCache(service.settings.encoded_cache_bytes)
-        self.handler = HmsHandler(service, self.cache, location_view)
+        self.handler = HmsHandler(service, self.cache, view)
         self.methods = _build_methods(self.handler)
         self.max_connections = max_connections
         self.idle_timeout_s = idle_timeout_s
@@ -172,13 +172,49 @@ class ThriftServer:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _accept_loop(self) -> None:
+        # Imports and constants kept local: this method is maintained on its own.
+        import errno
+        import time
+
+        # Out of descriptors or kernel memory: the pending connections stay in the listen
+        # backlog and are accepted once something is freed; retrying at once would spin.
+        out_of_resources = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+        # A connection that failed before we took it (see accept(2)); the next one is fine.
+        transient = {errno.ECONNABORTED, errno.ECONNRESET, errno.EPROTO, errno.EPERM,
+                     errno.ETIMEDOUT, errno.ENETDOWN, errno.ENETUNREACH, errno.EHOSTDOWN,
+                     errno.EHOSTUNREACH, errno.ENOPROTOOPT, errno.EOPNOTSUPP,
+                     getattr(errno, "ENONET", errno.ENETDOWN), errno.EAGAIN, errno.EWOULDBLOCK,
+                     errno.EINTR}
+        min_delay_s, max_delay_s, warn_every_s = 0.05, 1.0, 10.0
+        delay = 0.0  # current backoff; 0 while accepts succeed
+        refused = 0  # failed accepts not yet reported
+        last_warning = float("-inf")
         while not self._stopped.is_set():
             try:
                 conn, _ = self._listener.accept()
-            except OSError:
+            except OSError as e:
                 if self._stopped.is_set():
                     return
+                if isinstance(e, TimeoutError) or e.errno in transient:
+                    continue
+                # Out of resources, or unexpected: back off (never spin), warn now and then.
+                refused += 1
+                now = time.monotonic()
+                if now - last_warning >= warn_every_s:
+                    with self._guard:
+                        open_now = len(self._connections)
+                    reason = ("out of file descriptors or memory" if e.errno in out_of_resources
+                              else "unexpected error")
+                    log.warning("thrift accept failing (%s: %s): %d attempt(s) refused since "
+                                "the last report, %d connection(s) open; pending connections "
+                                "wait in the backlog, retrying with backoff up to %.0fs",
+                                reason, e, refused, open_now, max_delay_s)
+                    last_warning, refused = now, 0
+                delay = min(max_delay_s, delay * 2) if delay else min_delay_s
+                if self._stopped.wait(delay):
+                    return
                 continue
+            delay = 0.0
             with self._guard:
                 if len(self._connections) >= self.max_connections:
                     log.warning("refusing connection: %d open (max %d)", len(self._connections),

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-from catalog.fs.fingerprint import data_fingerprint
+from catalog.fs.namespace import Namespace
 from catalog.models import Database, Partition, Table
 
 
@@ -19,10 +19,13 @@ class UnderDatabase(ABC):
     #: Connector-specific option names accepted by ``attach-db -o``.
     OPTIONS: frozenset[str] = frozenset()
 
-    def __init__(self, uri: str, source_db: str, options: Mapping[str, str]) -> None:
+    def __init__(self, uri: str, source_db: str, options: Mapping[str, str],
+                 fs: Namespace | None = None) -> None:
         self.uri = uri
         self.source_db = source_db
         self.options = dict(options)
+        #: The door to storage (mounts, credentials, parallel listing).
+        self.fs = fs if fs is not None else Namespace()
         #: Problems of the last reads that skipped something (a table, a column), for humans.
         self.problems: list[str] = []
 
@@ -47,9 +50,15 @@ class UnderDatabase(ABC):
         for table in self.get_tables(names):
             yield table, self.list_partitions(table)
 
+    def fingerprints(self, locations: Iterable[str | None]) -> dict[str, str | None]:
+        """location -> digest of the data under it (file names, sizes, mtimes), listed in
+        parallel through the namespace; raises ``UfsUnavailableError`` if storage cannot be
+        listed (never "absent")."""
+        return self.fs.fingerprints(locations)
+
     def fingerprint(self, location: str | None) -> str | None:
-        """Digest of the data under ``location`` (file names, sizes, mtimes)."""
-        return data_fingerprint(location)
+        """The digest of one location (see :meth:`fingerprints`)."""
+        return self.fingerprints([location]).get(location) if location else None
 
     def close(self) -> None:
         """Release connections; the default has none."""

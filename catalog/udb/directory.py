@@ -4,9 +4,9 @@ Layout rules (the embedded default connector)::
 
     <uri>/<source_db>/<table>/[k1=v1/[k2=v2/...]]<data files>
 
-* **URI**: ``file:///abs/path``, a plain absolute path, or any URI that
-  ``pyarrow.fs.FileSystem.from_uri`` understands (``s3://bucket/prefix``); all I/O goes through
-  that file system.
+* **URI**: ``file:///abs/path``, a plain absolute path, ``s3://bucket/prefix`` (credentials from
+  the mount that serves it, if any) or a namespace path ``strata:///mount/path``; all I/O goes
+  through :mod:`catalog.fs` (tables are served at the under-storage URIs).
 * **source_db**: the name of a sub-folder of the URI (the database folder). When it is ``"."`` or
   the URI's own last folder name, the URI folder itself is the database folder (so
   ``attach directory /data/sales sales`` serves ``/data/sales``; a database folder really named
@@ -62,23 +62,23 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from pyarrow import fs as pafs
-
 from catalog.exceptions import (
     InvalidInputError,
     InvalidOptionError,
     NoSuchDatabaseError,
+    NoSuchPathError,
     UdbError,
 )
-from catalog.fs.fingerprint import data_fingerprint
 from catalog.fs.fingerprint import digest_entries
+from catalog.fs.namespace import Namespace
+from catalog.fs.ufs import FileStatus, UnderFileSystem
 from catalog.models import (
     EXTERNAL_TABLE,
     Column,
@@ -264,8 +264,8 @@ class DirectoryUdb(UnderDatabase):
     OPTIONS = frozenset({"format", "csv.delimiter", "csv.header", "csv.quoted"})
 
     def __init__(self, uri: str, source_db: str, options: Mapping[str, str],
-                 settings: Settings | None = None) -> None:
-        super().__init__(uri, source_db, options)
+                 settings: Settings | None = None, fs: Namespace | None = None) -> None:
+        super().__init__(uri, source_db, options, fs)
         self.format = _choice(options, "format", ("parquet", "csv"), None)
         self.csv_delimiter = _delimiter(options.get("csv.delimiter"))
         self.csv_header = _choice(options, "csv.header", _TRUE + _FALSE, "true") in _TRUE
@@ -274,15 +274,13 @@ class DirectoryUdb(UnderDatabase):
         if not source_db or "/" in source_db or source_db == "..":
             raise InvalidInputError(f"'{source_db}' is not a folder name (use '.' for the URI "
                                     "folder itself)")
-        self.fs, root = _filesystem(uri)
-        root = root.rstrip("/") or "/"
-        root_location = _base_location(uri, self.fs, root)
-        if source_db == "." or source_db == os.path.basename(root):
-            self.db_path, self.db_location = root, root_location
+        self.ufs, root_location = self._root(uri)
+        root_name = root_location.rstrip("/").rsplit("/", 1)[-1]
+        if source_db == "." or source_db == root_name:
+            self.db_location = root_location
         else:
-            self.db_path = f"{root.rstrip('/')}/{source_db}"
-            self.db_location = f"{root_location}/{source_db}"
-        self.db_name = os.path.basename(root) if source_db == "." else source_db
+            self.db_location = f"{root_location.rstrip('/')}/{source_db}"
+        self.db_name = root_name if source_db == "." else source_db
         self._scans: dict[str, _Scan] = {}
         self._fingerprints: dict[str, str] = {}
         self._duck: duckdb.DuckDBPyConnection | None = None
@@ -323,10 +321,13 @@ class DirectoryUdb(UnderDatabase):
             scan = self._scan(table.name.lower(), folder) if folder is not None else None
         return list(scan.partitions) if scan is not None else []
 
-    def fingerprint(self, location: str | None) -> str | None:
-        if location is not None and location in self._fingerprints:
-            return self._fingerprints[location]
-        return data_fingerprint(location)
+    def fingerprints(self, locations: Iterable[str | None]) -> dict[str, str | None]:
+        """From the table listings already made; the rest through the namespace."""
+        wanted = [loc for loc in locations if loc]
+        out: dict[str, str | None] = {loc: self._fingerprints[loc] for loc in wanted
+                                      if loc in self._fingerprints}
+        out.update(super().fingerprints(loc for loc in wanted if loc not in out))
+        return out
 
     def close(self) -> None:
         if self._duck is not None:
@@ -335,31 +336,34 @@ class DirectoryUdb(UnderDatabase):
 
     # -- listing ---------------------------------------------------------------------------------
 
+    def _root(self, uri: str) -> tuple[UnderFileSystem, str]:
+        if not uri or not (uri.startswith("/") or "://" in uri or uri.startswith(
+                ("file:", "strata:"))):
+            raise InvalidInputError(f"directory URI '{uri}' must be an absolute path or a URI "
+                                    "like file:///data, s3://bucket/prefix or strata:///mount")
+        try:
+            return self.fs.location_of(uri.split("?", 1)[0])
+        except InvalidInputError as e:
+            raise InvalidInputError(f"directory URI '{uri}' is not usable: {e}") from e
+        except NoSuchPathError as e:
+            raise InvalidInputError(f"directory URI '{uri}': {e}") from e
+
     def _require_db(self) -> None:
-        info = self._info(self.db_path)
-        if info.type != pafs.FileType.Directory:
+        info = self.ufs.info(self.db_location)
+        if info is None or not info.is_dir:
             e = NoSuchDatabaseError(self.source_db)
             e.args = (f"database '{self.source_db}' does not exist: no folder "
                       f"{self.db_location}",)
             raise e
 
-    def _info(self, path: str) -> pafs.FileInfo:
-        try:
-            return self.fs.get_file_info(path)
-        except OSError as e:
-            raise UdbError(f"cannot read {path}: {e}") from e
-
     def _table_folders(self) -> dict[str, str]:
         """Lower-cased table name -> folder name."""
         self._require_db()
-        try:
-            infos = self.fs.get_file_info(pafs.FileSelector(self.db_path))
-        except OSError as e:
-            raise UdbError(f"cannot list {self.db_location}: {e}") from e
+        infos = self.ufs.list(self.db_location) or []
         out: dict[str, str] = {}
-        for info in sorted(infos, key=lambda i: i.base_name):
-            name = info.base_name
-            if info.type != pafs.FileType.Directory or _hidden(name):
+        for info in sorted(infos, key=lambda i: i.name):
+            name = info.name
+            if not info.is_dir or _hidden(name):
                 continue
             if not _TABLE_NAME.match(name):
                 hint = (" (a partition folder: point the URI at the database folder)"
@@ -379,22 +383,19 @@ class DirectoryUdb(UnderDatabase):
             log.warning("directory udb %s: %s", self.db_location, message)
             self.problems.append(message)
 
-    def _list(self, path: str, location: str) -> tuple[list[_File], list[str]]:
-        """Visible files and folders under ``path``, relative to it."""
-        try:
-            infos = self.fs.get_file_info(pafs.FileSelector(path, recursive=True))
-        except OSError as e:
-            raise UdbError(f"cannot list {location}: {e}") from e
+    def _list(self, location: str) -> tuple[list[_File], list[str]]:
+        """Visible files and folders under ``location``, relative to it (a storage that
+        cannot be listed raises ``UfsUnavailableError``: never taken for an empty table)."""
+        infos: list[FileStatus] = self.ufs.list(location, recursive=True) or []
         files, dirs = [], []
-        cut = len(path.rstrip("/")) + 1
         for info in infos:
-            rel = info.path[cut:]
+            rel = info.rel
             if any(_hidden(p) for p in rel.split("/")):
                 continue
-            if info.type == pafs.FileType.File:
-                files.append(_File(rel, info.size or 0, info.mtime_ns or 0))
-            elif info.type == pafs.FileType.Directory:
+            if info.is_dir:
                 dirs.append(rel)
+            else:
+                files.append(_File(rel, info.size, info.mtime_ns))
         files.sort(key=lambda f: f.rel)
         return files, dirs
 
@@ -402,19 +403,18 @@ class DirectoryUdb(UnderDatabase):
 
     def _scan(self, name: str, folder: str) -> _Scan | None:
         """Table + partitions of one folder; None when it holds no data yet."""
-        path = f"{self.db_path}/{folder}"
         location = f"{self.db_location}/{folder}"
 
         def fail(reason: str) -> UdbError:
             return UdbError(f"table '{self.db_name}.{name}' at {location}: {reason}")
 
-        files, dirs = self._list(path, location)
+        files, dirs = self._list(location)
         if not files:
             self._problem(f"table '{self.db_name}.{name}' at {location}: no data files, skipped "
                           "until data appears")
             return None
         keys, parts = _layout(files, dirs, fail)
-        fmt = self._format(name, path, location, files, keys, fail)
+        fmt = self._format(name, location, files, keys, fail)
         mtimes = [f.mtime_ns for f in files]
         create_time = min(mtimes) // 1_000_000_000
         key_columns = [Column(name=k, type=partition_key_type([p.values[i] for p in parts]))
@@ -454,7 +454,7 @@ class DirectoryUdb(UnderDatabase):
         self._scans[name] = scan
         return scan
 
-    def _format(self, name: str, table_path: str, location: str, files: list[_File],
+    def _format(self, name: str, location: str, files: list[_File],
                 keys: list[str], fail: _Fail) -> _Format:
         data = [f for f in files if f.size > 0] or files
         kind = self.format
@@ -463,7 +463,7 @@ class DirectoryUdb(UnderDatabase):
             unknown = [f for f in data if _file_kind(f.rel) is None]
             if unknown:
                 for f in _spread(unknown, _SAMPLE_FILES):
-                    if not self._has_parquet_magic(f"{table_path}/{f.rel}"):
+                    if not self._has_parquet_magic(f"{location}/{f.rel}"):
                         raise fail(f"file '{f.rel}' is neither Parquet nor named like CSV "
                                    "(.csv/.tsv/.txt); set option format=csv|parquet to force")
                 kinds.add("parquet")
@@ -471,26 +471,29 @@ class DirectoryUdb(UnderDatabase):
                 raise fail("mixes Parquet and CSV files")
             kind = kinds.pop()
         if kind == "parquet":
-            columns = self._parquet_columns(name, table_path, data, keys, fail, location)
+            columns = self._parquet_columns(name, data, keys, fail, location)
             return _Format("parquet", columns,
                            SerDe(serialization_lib=PARQUET_SERDE,
                                  parameters={"serialization.format": "1"}),
                            PARQUET_INPUT, PARQUET_OUTPUT, {})
-        return self._csv_format(name, table_path, location, data, keys, fail)
+        return self._csv_format(name, location, data, keys, fail)
 
-    def _has_parquet_magic(self, path: str) -> bool:
+    def _has_parquet_magic(self, uri: str) -> bool:
         try:
-            with self.fs.open_input_file(path) as f:
+            with self.ufs.open_input(uri) as f:
                 return bool(f.read(4) == b"PAR1")
-        except OSError:
+        except NoSuchPathError:
             return False
 
-    def _parquet_columns(self, name: str, table_path: str, files: list[_File], keys: list[str],
+    def _parquet_columns(self, name: str, files: list[_File], keys: list[str],
                          fail: _Fail, location: str) -> list[Column]:
         schemas = []
         for f in _spread(files, _SAMPLE_FILES):
             try:
-                schemas.append(pq.read_schema(f"{table_path}/{f.rel}", filesystem=self.fs))
+                with self.ufs.open_input(f"{location}/{f.rel}") as src:
+                    schemas.append(pq.read_schema(src))
+            except NoSuchPathError as e:
+                raise fail(f"file '{f.rel}' vanished while reading: {e}") from e
             except (OSError, pa.ArrowException) as e:
                 raise fail(f"cannot read the Parquet footer of '{f.rel}': {e}") from e
         try:
@@ -511,10 +514,10 @@ class DirectoryUdb(UnderDatabase):
         _check_columns(columns, fail)
         return columns
 
-    def _csv_format(self, name: str, table_path: str, location: str, files: list[_File],
+    def _csv_format(self, name: str, location: str, files: list[_File],
                     keys: list[str], fail: _Fail) -> _Format:
         sample_file = files[0]
-        sample = self._csv_sample(f"{table_path}/{sample_file.rel}", sample_file.rel, fail)
+        sample = self._csv_sample(f"{location}/{sample_file.rel}", sample_file.rel, fail)
         delim, quote, escape, names, types = self._sniff(sample, sample_file.rel, fail)
         if self.csv_quoted is None:
             body = sample.split(b"\n", 1)[-1] if self.csv_header else sample
@@ -545,9 +548,13 @@ class DirectoryUdb(UnderDatabase):
     def _csv_sample(self, path: str, rel: str, fail: _Fail) -> bytes:
         """The first (decompressed) bytes of a CSV file, cut after the last whole line."""
         ext = os.path.splitext(path)[1].lower()
+        codec = _COMPRESSION.get(ext)
         try:
-            with self.fs.open_input_stream(path, compression=_COMPRESSION.get(ext)) as f:
+            with self.ufs.open_input(path) as raw:
+                f = pa.CompressedInputStream(raw, codec) if codec else raw
                 data = bytes(f.read(_CSV_SAMPLE_BYTES))
+        except NoSuchPathError as e:
+            raise fail(f"file '{rel}' vanished while reading: {e}") from e
         except (OSError, pa.ArrowException) as e:
             raise fail(f"cannot read '{rel}': {e}") from e
         if len(data) == _CSV_SAMPLE_BYTES and b"\n" in data:
@@ -671,20 +678,3 @@ def _delimiter(raw: str | None) -> str | None:
     if len(value) != 1:
         raise InvalidOptionError(f"option csv.delimiter must be one character, got '{raw}'")
     return value
-
-
-def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    if not uri or not (uri.startswith("/") or "://" in uri or uri.startswith("file:")):
-        raise InvalidInputError(f"directory URI '{uri}' must be an absolute path or a URI like "
-                                "file:///data or s3://bucket/prefix")
-    try:
-        return pafs.FileSystem.from_uri(uri)
-    except (pa.ArrowException, ValueError, OSError) as e:
-        raise InvalidInputError(f"directory URI '{uri}' is not usable: {e}") from e
-
-
-def _base_location(uri: str, filesystem: pafs.FileSystem, path: str) -> str:
-    """The location URI of ``path`` (the URI's folder), without trailing slash."""
-    if isinstance(filesystem, pafs.LocalFileSystem):
-        return "file://" + (path if path.startswith("/") else "/" + path)
-    return uri.split("?", 1)[0].rstrip("/")

@@ -47,6 +47,7 @@ from catalog.models import (
 from catalog.udb.base import UnderDatabase
 
 if TYPE_CHECKING:
+    from catalog.fs.namespace import Namespace
     from catalog.config import Settings
 
 T = TypeVar("T")
@@ -94,8 +95,8 @@ class HiveUdb(UnderDatabase):
     OPTIONS = frozenset({"stats"})
 
     def __init__(self, uri: str, source_db: str, options: Mapping[str, str],
-                 settings: Settings) -> None:
-        super().__init__(uri, source_db, options)
+                 settings: Settings, fs: Namespace | None = None) -> None:
+        super().__init__(uri, source_db, options, fs)
         self.host, self.port = parse_thrift_uri(uri)
         self.timeout_s = settings.udb_timeout_s
         self.retries = settings.udb_retries

@@ -1,7 +1,7 @@
 """A real PrestoDB 0.287 reads a database that Strata attached from a real Hive Metastore.
 
 PrestoDB reads files through Hadoop's file systems, so it talks to Strata's default listener
-(``LocationView.VERBATIM``: ``file:`` locations as stored). Its catalog file is generated from
+(``ClientView.VERBATIM``: ``file:`` locations as stored). Its catalog file is generated from
 the shipped ``trino-plugin-config/presto/hive.properties`` with only ``hive.metastore.uri``
 substituted. Needs ``scripts/fetch_presto.sh`` (PrestoDB 0.287 and a Java 11; skipped with the
 reason otherwise).
@@ -197,7 +197,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, hms: HiveMetastore) -> Iterato
     populate_via_thrift(hms.uri, work / "data", db=SOURCE_DB)
     service = CatalogService(Settings(data_dir=work / "strata"))
     service.attach_database("hive", hms.uri, SOURCE_DB, name=DB)
-    strata = ThriftServer(service, "127.0.0.1", 0).start()  # LocationView.VERBATIM
+    strata = ThriftServer(service, "127.0.0.1", 0).start()  # ClientView.VERBATIM
     presto = PrestoServer(work / "presto", f"thrift://127.0.0.1:{strata.port}")
     try:
         presto.start()

@@ -11,7 +11,7 @@ ACID listener wants BoneCP) that one Trino sees through two catalogs generated f
 * ``hms_direct`` goes straight to the HMS: locations as HMS stores them (``file:/p``);
 * ``hms_local`` goes through a :class:`ThriftTap` that records every call and rewrites
   ``file:/p`` to ``local:///p`` in replies (and back in requests): the same metadata with only
-  the location scheme changed, which is what ``LocationView.TRINO`` does in Strata.
+  the location scheme changed, which is what ``ClientView.TRINO`` does in Strata.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def test_trino_476_local_fs_reads_file_locations_as_empty(env: Env) -> None:
 
     Its native local file system lists files as ``local:///...`` and the Hive connector drops
     every listed file whose parent is not textually the table location. If this starts
-    failing, Trino fixed it and Strata's Trino listener (``LocationView.TRINO``) is moot.
+    failing, Trino fixed it and Strata's Trino listener (``ClientView.TRINO``) is moot.
     """
     q = env.trino.query
     ddl = q(f"SHOW CREATE TABLE {DIRECT}.{SCHEMA}.orders_text")[0][0]

@@ -3,7 +3,7 @@
 One Trino serves the module with three catalogs, all generated from the shipped
 ``trino-plugin-config/hive.properties`` (only ``hive.metastore.uri`` differs):
 
-* ``strata``: Strata's Trino listener (``LocationView.TRINO``: ``file:`` shown as ``local:///``),
+* ``strata``: Strata's Trino listener (``ClientView.TRINO``: ``file:`` shown as ``local:///``),
   with ``sales``, ``sales`` again as ``sales_renamed``, and ``other`` attached from the ``hms``
   fixture (and, for the Hive 4 tests, a Hive 4.0.1 ``sales`` as ``sales_hive4``);
 * ``strata_tapped``: the same listener behind a :class:`ThriftTap`, to see which partitions
@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from api.thrift.handler import LocationView
+from catalog.serving import ClientView
 from api.thrift.server import ThriftServer
 from catalog.config import Settings
 from catalog.service import CatalogService
@@ -71,7 +71,7 @@ def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         hms: HiveMetastore) -> Iterator[Env]:
     work = tmp_path_factory.mktemp("trino-strata")
     service = CatalogService(Settings(data_dir=work / "strata"))
-    strata = ThriftServer(service, "127.0.0.1", 0, location_view=LocationView.TRINO).start()
+    strata = ThriftServer(service, "127.0.0.1", 0, view=ClientView.TRINO).start()
     tap = ThriftTap("127.0.0.1", strata.port).start()
     trino = TrinoServer(work / "trino", {
         "strata": f"thrift://127.0.0.1:{strata.port}",

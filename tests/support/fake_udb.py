@@ -8,7 +8,7 @@ every call raise :class:`UdbUnavailableError`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from catalog.exceptions import InvalidInputError, NoSuchDatabaseError, UdbUnavailableError
@@ -82,7 +82,7 @@ class FakeSource:
     # -- the factory -------------------------------------------------------------------------
 
     def factory(self, udb_type: str, uri: str, source_db: str, options: Mapping[str, str],
-                settings: Any) -> FakeUdb:
+                settings: Any, fs: Any = None) -> FakeUdb:
         """Same signature as :func:`catalog.udb.load_udb`."""
         if udb_type not in FAKE_TYPES:
             raise InvalidInputError(f"unknown under-database type '{udb_type}' "
@@ -124,9 +124,9 @@ class FakeUdb(UnderDatabase):
         self._check()
         return list(self.source.partitions.get((self.source_db, table.name), []))
 
-    def fingerprint(self, location: str | None) -> str | None:
+    def fingerprints(self, locations: Iterable[str | None]) -> dict[str, str | None]:
         self._check()
-        return None if location is None else self.source.fingerprints.get(location, "fp0")
+        return {loc: self.source.fingerprints.get(loc, "fp0") for loc in locations if loc}
 
 
 def sample_source() -> FakeSource:

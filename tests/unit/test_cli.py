@@ -16,8 +16,8 @@ import pytest
 import uvicorn
 
 from api.rest.app import create_app
-from catalog.cli import main
-from catalog.client import CatalogClient, error_from_response
+from api.cli import main
+from api.client import CatalogClient, error_from_response
 from catalog.config import Settings
 from catalog.exceptions import (
     CatalogError,
@@ -296,7 +296,7 @@ def test_serve_runs_until_sigterm(tmp_path: Path) -> None:
     env.update(CATALOG_DATA_DIR=str(tmp_path / "from-env"), CATALOG_REST_PORT="1",
                PYTHONPATH=str(REPO))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "catalog.cli", "serve", "--host", LOOPBACK,
+        [sys.executable, "-m", "api.cli", "serve", "--host", LOOPBACK,
          "--thrift-port", str(thrift_port), "--trino-thrift-port", str(trino_port),
          "--rest-port", str(rest_port), "--sync-interval", "0"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

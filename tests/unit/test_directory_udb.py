@@ -14,7 +14,7 @@ import pytest
 
 from catalog.config import Settings
 from catalog.exceptions import InvalidInputError, InvalidOptionError, NoSuchDatabaseError
-from catalog.fs.fingerprint import data_fingerprint
+from catalog.fs.namespace import Namespace
 from catalog.models import Table
 from catalog.udb import load_udb
 from catalog.udb.directory import (
@@ -80,7 +80,7 @@ def test_parquet_table(tmp_path: Path) -> None:
     assert t.parameters == {"EXTERNAL": "TRUE", "numFiles": "1",
                             "totalSize": str(f.stat().st_size)}
     assert u.list_partitions(t) == []
-    assert u.fingerprint(t.sd.location) == data_fingerprint(t.sd.location)
+    assert u.fingerprint(t.sd.location) == Namespace().fingerprint(t.sd.location)
 
 
 def test_duckdb_parquet_and_unified_schema(tmp_path: Path) -> None:
@@ -229,7 +229,7 @@ def test_partitioned_table(tmp_path: Path) -> None:
         t.sd.columns, t.sd.serde, t.sd.input_format)
     assert parts[3].parameters["numFiles"] == "0"
     for part in parts:
-        assert u.fingerprint(part.sd.location) == data_fingerprint(part.sd.location)
+        assert u.fingerprint(part.sd.location) == Namespace().fingerprint(part.sd.location)
 
 
 def test_partition_values_escaping_and_key_types(tmp_path: Path) -> None:

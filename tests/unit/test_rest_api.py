@@ -200,7 +200,7 @@ def test_list_tables(attached: TestClient) -> None:
     events = tables[1]
     assert events == {"name": "events", "type": "EXTERNAL_TABLE",
                       "location": "/warehouse/sales.db/events", "version": 1,
-                      "partition_count": 6, "bypass": False}
+                      "partition_count": 6, "bypass": False, "layout": "source"}
     assert tables[2]["type"] == "VIRTUAL_VIEW" and tables[2]["location"] is None
 
 
@@ -211,7 +211,7 @@ def test_get_table(attached: TestClient) -> None:
     assert [k["name"] for k in t["partition_keys"]] == ["dt", "h"]
     assert isinstance(t["id"], int)
     assert t["version"] == 1 and t["partition_count"] == 6
-    assert t["layout"] == "source"
+    assert t["layout"] == {"kind": "source", "transformed_partitions": 0, "version": None}
     assert t["location"] == "/warehouse/sales.db/events"
     assert t["bypass"] is False
     assert "fingerprint" in t

@@ -98,7 +98,7 @@ def test_failure_midway_leaves_nothing_half_attached(tmp_path: Path) -> None:
     source = sample_source()
     service = CatalogService(
         Settings(data_dir=tmp_path / "state"),
-        udb_factory=lambda t, uri, db, opts, s: FailingOnPartitions(source, uri, db, opts))
+        udb_factory=lambda t, uri, db, opts, s, fs=None: FailingOnPartitions(source, uri, db, opts))
     with pytest.raises(UdbError, match="nothing attached"):
         service.attach_database("fake", "fake://", "sales")
     assert service.list_databases() == []
@@ -215,7 +215,7 @@ def test_bulk_fetch_pauses_the_cyclic_gc_and_restores_it(tmp_path: Path) -> None
     source = sample_source()
     service = CatalogService(
         Settings(data_dir=tmp_path / "state"),
-        udb_factory=lambda t, uri, db, opts, s: RecordsGc(source, uri, db, opts))
+        udb_factory=lambda t, uri, db, opts, s, fs=None: RecordsGc(source, uri, db, opts))
     assert gc.isenabled()
     service.attach_database("fake", "fake://", "sales")
     service.sync("sales")

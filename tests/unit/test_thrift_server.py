@@ -345,14 +345,14 @@ def test_every_served_method_is_exercised_here() -> None:
     (None, None),
 ])
 def test_trino_location_view(stored: str | None, for_trino: str | None) -> None:
-    from api.thrift.handler import LocationView
+    from catalog.serving import ClientView
 
-    assert LocationView.TRINO.present(stored) == for_trino
-    assert LocationView.VERBATIM.present(stored) == stored
+    assert ClientView.TRINO.present(stored) == for_trino
+    assert ClientView.VERBATIM.present(stored) == stored
 
 
 def test_trino_listener_presents_local_locations(tmp_path: Path) -> None:
-    from api.thrift.handler import LocationView
+    from catalog.serving import ClientView
 
     src = sample_source()
     src.databases["sales"] = src.databases["sales"].model_copy(update={"location": "file:/wh"})
@@ -362,7 +362,7 @@ def test_trino_listener_presents_local_locations(tmp_path: Path) -> None:
     service = CatalogService(Settings(data_dir=tmp_path), udb_factory=src.factory)
     service.attach_database("fake", "fake://", "sales")
     plain = ThriftServer(service, "127.0.0.1", 0).start()
-    trino = ThriftServer(service, "127.0.0.1", 0, location_view=LocationView.TRINO).start()
+    trino = ThriftServer(service, "127.0.0.1", 0, view=ClientView.TRINO).start()
     a, b = Client(plain.port), Client(trino.port)
     try:
         assert a.c.get_table("sales", "customers").sd.location == "file:/wh/customers"

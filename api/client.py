@@ -7,7 +7,7 @@ HTTP status; otherwise ``CatalogError``), so callers handle remote and local err
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -149,3 +149,46 @@ class CatalogClient:
         result: dict[str, Any] = self._request(
             "GET", f"{API}/databases/{_seg(db)}/tables/{_seg(table)}/partitions", params=params)
         return result
+
+    # -- the namespace ---------------------------------------------------------------------------
+
+    def mounts(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._request("GET", f"{API}/fs/mounts")
+        return result
+
+    def mount(self, path: str, ufs_uri: str,
+              options: Mapping[str, str] | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self._request(
+            "POST", f"{API}/fs/mounts",
+            json={"path": path, "ufs_uri": ufs_uri, "options": dict(options or {})})
+        return result
+
+    def unmount(self, path: str) -> None:
+        self._request("DELETE", f"{API}/fs/mounts", params={"path": path})
+
+    def fs_ls(self, path: str = "/") -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._request("GET", f"{API}/fs/ls",
+                                                     params={"path": path})
+        return result
+
+    def fs_stat(self, path: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"{API}/fs/stat", params={"path": path})
+        return result
+
+    def fs_cat(self, path: str) -> Iterator[bytes]:
+        """A file's bytes, streamed in chunks."""
+        try:
+            with self._http.stream("GET", f"{API}/fs/cat", params={"path": path}) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    try:
+                        body: Any = resp.json()
+                    except ValueError:
+                        body = resp.text
+                    raise error_from_response(resp.status_code, body)
+                yield from resp.iter_bytes()
+        except httpx.TimeoutException as e:
+            raise CatalogError(f"Strata at {self.base_url} did not answer within "
+                               f"{self.timeout:g}s") from e
+        except httpx.TransportError as e:
+            raise CatalogError(f"cannot reach Strata at {self.base_url}: {e}") from e

@@ -8,11 +8,11 @@ import threading
 import uvicorn
 
 from api.rest.app import create_app
-from api.thrift.handler import LocationView
 from api.thrift.server import ThriftServer
 from catalog.config import Settings
 from catalog.scheduler import SyncScheduler
 from catalog.service import CatalogService
+from catalog.serving import ClientView
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +23,8 @@ class StrataServer:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.service = CatalogService(settings)
-        self.thrift = self._thrift_listener(settings.thrift_port, LocationView.VERBATIM)
-        self.trino_thrift = (self._thrift_listener(settings.trino_thrift_port, LocationView.TRINO)
+        self.thrift = self._thrift_listener(settings.thrift_port, ClientView.VERBATIM)
+        self.trino_thrift = (self._thrift_listener(settings.trino_thrift_port, ClientView.TRINO)
                              if settings.trino_thrift_port else None)
         self.scheduler = SyncScheduler(self.service)
         config = uvicorn.Config(create_app(self.service), host=settings.host,
@@ -32,11 +32,11 @@ class StrataServer:
         self.rest = uvicorn.Server(config)
         self._rest_thread: threading.Thread | None = None
 
-    def _thrift_listener(self, port: int, view: LocationView) -> ThriftServer:
+    def _thrift_listener(self, port: int, view: ClientView) -> ThriftServer:
         s = self.settings
         return ThriftServer(self.service, s.host, port, max_connections=s.thrift_max_connections,
                             idle_timeout_s=s.thrift_idle_timeout_s,
-                            max_message_bytes=s.thrift_max_message_bytes, location_view=view)
+                            max_message_bytes=s.thrift_max_message_bytes, view=view)
 
     @property
     def rest_port(self) -> int:

@@ -16,10 +16,10 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from catalog.client import DEFAULT_SERVER, CatalogClient
+from api.client import DEFAULT_SERVER, CatalogClient
 from catalog.exceptions import CatalogError, InvalidInputError
 
 PROG = "catalogctl"
@@ -93,6 +93,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("db", metavar="DB", nargs="?")
     p.add_argument("table", metavar="TABLE", nargs="?")
     p.set_defaults(func=_cmd_ls)
+
+    fs = sub.add_parser("fs", parents=[common], help="the namespace: mounts and files",
+                        description="Mount storages into Strata's namespace and browse it.")
+    fs_sub = fs.add_subparsers(dest="fs_command", metavar="FS_COMMAND", required=True)
+    p = fs_sub.add_parser("mount", parents=[common], help="mount a storage at a namespace path")
+    p.add_argument("path", metavar="NS_PATH", help="e.g. /lake")
+    p.add_argument("ufs_uri", metavar="UFS_URI", help="file:///data or s3://bucket/prefix")
+    p.add_argument("-o", "--option", type=_key_value, action="append", default=[],
+                   metavar="KEY=VALUE",
+                   help="readonly=true, s3.endpoint=..., s3.aws-access-key=..., "
+                        "s3.aws-secret-key=..., s3.region=..., s3.path-style-access=...")
+    p.set_defaults(func=_cmd_fs_mount)
+    p = fs_sub.add_parser("unmount", parents=[common], help="remove a mount")
+    p.add_argument("path", metavar="NS_PATH")
+    p.set_defaults(func=_cmd_fs_unmount)
+    p = fs_sub.add_parser("mounts", parents=[common], help="list the mounts")
+    p.set_defaults(func=_cmd_fs_mounts)
+    p = fs_sub.add_parser("ls", parents=[common], help="list a namespace directory")
+    p.add_argument("path", metavar="NS_PATH", nargs="?", default="/")
+    p.set_defaults(func=_cmd_fs_ls)
+    p = fs_sub.add_parser("stat", parents=[common], help="show one file or directory")
+    p.add_argument("path", metavar="NS_PATH")
+    p.set_defaults(func=_cmd_fs_stat)
+    p = fs_sub.add_parser("cat", parents=[common], help="print a file's bytes")
+    p.add_argument("path", metavar="NS_PATH")
+    p.set_defaults(func=_cmd_fs_cat)
     return parser
 
 
@@ -143,7 +169,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    from catalog.app import StrataServer  # the servers' imports are heavy: only for serve
+    from api.server import StrataServer  # the servers' imports are heavy: only for serve
 
     try:
         server = StrataServer(settings)
@@ -217,6 +243,74 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- fs ------------------------------------------------------------------------------------------
+
+
+def _cmd_fs_mount(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        m = client.mount(args.path, args.ufs_uri, dict(args.option))
+    if args.json:
+        return _print_json(m)
+    print(f"mounted {m['ufs_uri']} at {m['path']}" + (" (read-only)" if m["readonly"] else ""))
+    return 0
+
+
+def _cmd_fs_unmount(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        client.unmount(args.path)
+    if args.json:
+        return _print_json({"unmounted": args.path})
+    print(f"unmounted {args.path}")
+    return 0
+
+
+def _cmd_fs_mounts(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        mounts = client.mounts()
+    if args.json:
+        return _print_json(mounts)
+    _print_rows(["PATH", "UFS", "MODE", "OPTIONS"],
+                [[m["path"], m["ufs_uri"], "ro" if m["readonly"] else "rw",
+                  ", ".join(f"{k}={v}" for k, v in sorted(m["options"].items())) or None]
+                 for m in mounts])
+    return 0
+
+
+def _cmd_fs_ls(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        entries = client.fs_ls(args.path)
+    if args.json:
+        return _print_json(entries)
+    _print_rows(["TYPE", "SIZE", "MODIFIED", "NAME"], [_entry_row(e) for e in entries])
+    return 0
+
+
+def _cmd_fs_stat(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        e = client.fs_stat(args.path)
+    if args.json:
+        return _print_json(e)
+    _print_rows([], [["path", e["path"]], ["type", _entry_row(e)[0]], ["size", e["size"]],
+                     ["modified", _entry_row(e)[2]], ["under storage", e.get("ufs_uri")]])
+    return 0
+
+
+def _cmd_fs_cat(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        for chunk in client.fs_cat(args.path):
+            sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def _entry_row(e: dict[str, Any]) -> list[Any]:
+    kind = "mount" if e.get("mount_point") else "dir" if e["is_dir"] else "file"
+    modified = (datetime.fromtimestamp(e["mtime_ns"] / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+                if e.get("mtime_ns") else None)
+    return [kind, None if e["is_dir"] else e["size"], modified,
+            e["name"] + ("/" if e["is_dir"] else "")]
+
+
 def _ls_databases(args: argparse.Namespace, dbs: list[dict[str, Any]]) -> int:
     if args.json:
         return _print_json(dbs)
@@ -254,7 +348,7 @@ def _show_table(t: dict[str, Any], page: dict[str, Any] | None) -> None:
         ["table", f"{t['db_name']}.{t['name']}"], ["type", t["table_type"]],
         ["location", t.get("location")], ["input format", sd.get("input_format")],
         ["serde", serde], ["version", t["version"]], ["partitions", t["partition_count"]],
-        ["layout", t["layout"]], ["bypass", _yes(t["bypass"])],
+        ["layout", _layout(t["layout"])], ["bypass", _yes(t["bypass"])],
         ["fingerprint", t.get("fingerprint")]])
     print("\ncolumns:")
     _print_rows(["NAME", "TYPE", "COMMENT"],
@@ -270,8 +364,8 @@ def _show_table(t: dict[str, Any], page: dict[str, Any] | None) -> None:
         shown = len(page["partitions"])
         print(f"\npartitions ({shown} of {page['total']}"
               + (", first shown" if shown < page["total"] else "") + "):")
-        _print_rows(["NAME", "LOCATION"],
-                    [[p["name"], (p.get("sd") or {}).get("location")]
+        _print_rows(["NAME", "LAYOUT", "LOCATION"],
+                    [[p["name"], p.get("layout", "source"), (p.get("sd") or {}).get("location")]
                      for p in page["partitions"]], indent="  ")
 
 
@@ -292,6 +386,17 @@ def _print_rows(headers: Sequence[str], rows: Sequence[Sequence[Any]], indent: s
     widths = [max(len(r[i]) for r in table if i < len(r)) for i in range(len(table[0]))]
     for row in table:
         print(indent + "  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
+
+
+def _layout(layout: Any) -> str:
+    if not isinstance(layout, dict):
+        return str(layout)
+    kind = str(layout.get("kind"))
+    if layout.get("version") is not None:
+        return f"{kind} v{layout['version']}"
+    if layout.get("transformed_partitions"):
+        return f"{kind} ({layout['transformed_partitions']} partitions transformed)"
+    return kind
 
 
 def _counts(c: dict[str, int]) -> str:

@@ -1,0 +1,465 @@
+"""The unified namespace: a persisted mount table and the one resolver over it.
+
+A namespace path (``/lake/sales/orders``) lives under exactly one mount, the one with the longest
+mount point that is a prefix of it; :meth:`Namespace.resolve` is the only place a namespace path
+becomes an under-storage URI, and :meth:`Namespace.reverse` the only place a UFS URI finds the
+mount that serves it. Mounts nest (``/lake`` and ``/lake/raw`` may point at different storages),
+but their under-storage roots may not overlap, so the reverse answer is unique.
+
+The catalog's own root, :data:`CATALOG_ROOT` (``/catalog``), is always mounted: on the data dir's
+``catalog/`` folder by default, or wherever ``CATALOG_ROOT_UFS`` points (an S3 prefix).
+Transformations write there.
+
+File-system instances are cached per mount (and per storage endpoint for URIs no mount covers),
+never built per call. Secret option values never leave this module unredacted except to the UFS
+that needs them.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from catalog.exceptions import (
+    AlreadyExistsError,
+    CatalogError,
+    InUseError,
+    InvalidInputError,
+    InvalidOptionError,
+    NoSuchPathError,
+    ReadOnlyError,
+    UfsUnavailableError,
+)
+from catalog.fs.fingerprint import ABSENT, digest_statuses
+from catalog.fs.ufs import (
+    UFS_SCHEMES,
+    FileStatus,
+    UnderFileSystem,
+    is_within,
+    load_ufs,
+    normalize_uri,
+    split_uri,
+)
+
+if TYPE_CHECKING:
+    from catalog.store import StateStore
+
+CATALOG_ROOT = "/catalog"
+#: Options every mount understands; the rest go to its under file system.
+MOUNT_OPTIONS = frozenset({"readonly"})
+_MAX_PATH = 4096
+_SECRET_WORDS = ("secret", "password", "token")
+REDACTED = "****"
+
+
+def is_secret_option(key: str) -> bool:
+    return any(w in key.lower() for w in _SECRET_WORDS)
+
+
+def redact(options: Mapping[str, str]) -> dict[str, str]:
+    """``options`` with secret values replaced by :data:`REDACTED`."""
+    return {k: (REDACTED if is_secret_option(k) else v) for k, v in options.items()}
+
+
+def normalize_path(path: str) -> str:
+    """The canonical namespace path: absolute, no ``.``/``..``/empty segments, no trailing ``/``."""
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise InvalidInputError(f"namespace path '{path}' must be absolute (start with '/')")
+    if len(path) > _MAX_PATH:
+        raise InvalidInputError(f"namespace path is longer than {_MAX_PATH} characters")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in path):
+        raise InvalidInputError(f"namespace path {path!r} contains control characters")
+    segments = [s for s in path.split("/") if s]
+    if any(s in (".", "..") for s in segments):
+        raise InvalidInputError(f"namespace path '{path}' may not contain '.' or '..'")
+    return "/" + "/".join(segments)
+
+
+def _under(path: str, root: str) -> bool:
+    return root == "/" or path == root or path.startswith(root + "/")
+
+
+def _fold(uri: str) -> str:
+    """``s3a://`` and ``s3://`` name the same objects."""
+    return "s3://" + uri[len("s3a://"):] if uri.startswith("s3a://") else uri
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A mount point: namespace ``path`` served by the storage at ``ufs_uri``."""
+
+    path: str
+    ufs_uri: str
+    options: Mapping[str, str] = field(default_factory=dict)
+    readonly: bool = False
+    builtin: bool = False
+    created_at: float = 0.0
+
+    @property
+    def ufs_options(self) -> dict[str, str]:
+        return {k: v for k, v in self.options.items() if k not in MOUNT_OPTIONS}
+
+    def public(self) -> dict[str, Any]:
+        """What a user may see of this mount (secrets redacted)."""
+        return {"path": self.path, "ufs_uri": self.ufs_uri, "options": redact(self.options),
+                "readonly": self.readonly, "builtin": self.builtin,
+                "created_at": self.created_at}
+
+    def to_ufs(self, path: str) -> str:
+        rest = path[len(self.path):].lstrip("/")
+        return self.ufs_uri.rstrip("/") + "/" + rest if rest else self.ufs_uri
+
+    def to_path(self, uri: str) -> str:
+        rest = _fold(uri)[len(_fold(self.ufs_uri)):].lstrip("/")
+        return (self.path.rstrip("/") + "/" + rest) if rest else self.path
+
+
+@dataclass(frozen=True)
+class NsEntry:
+    """One entry of a namespace listing or stat."""
+
+    path: str
+    is_dir: bool
+    size: int
+    mtime_ns: int
+    ufs_uri: str | None  # None for a directory that only holds mount points
+    mount_point: bool = False
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.path) or "/"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "name": self.name, "is_dir": self.is_dir, "size": self.size,
+                "mtime_ns": self.mtime_ns, "ufs_uri": self.ufs_uri,
+                "mount_point": self.mount_point}
+
+
+class Namespace:
+    """Mount table + resolver + cached under file systems; the only door to storage."""
+
+    def __init__(self, store: StateStore | None = None, *, root_ufs: str | None = None,
+                 root_options: Mapping[str, str] | None = None,
+                 list_parallelism: int = 16) -> None:
+        self.store = store
+        self.list_parallelism = max(1, list_parallelism)
+        self._lock = threading.RLock()
+        self._mounts: dict[str, Mount] = {}
+        self._ufs: dict[str, UnderFileSystem] = {}
+        self._adhoc: dict[str, UnderFileSystem] = {}
+        if root_ufs is None and store is not None:
+            root_ufs = (store.data_dir / "catalog").resolve().as_uri()
+        if root_ufs is not None:
+            root = self._validated(CATALOG_ROOT, root_ufs, root_options or {}, builtin=True)
+            self._mounts[root.path] = root
+            if root.ufs_uri.startswith("file:"):
+                self.ufs(root).mkdirs(root.ufs_uri)
+        if store is not None:
+            for rec in store.mounts():
+                self._mounts[rec.path] = Mount(rec.path, rec.ufs_uri, rec.options,
+                                               rec.options.get("readonly") == "true",
+                                               created_at=rec.created_at)
+
+    # -- the mount table -------------------------------------------------------------------------
+
+    def mounts(self) -> list[Mount]:
+        with self._lock:
+            return sorted(self._mounts.values(), key=lambda m: m.path)
+
+    def mount(self, path: str, ufs_uri: str, options: Mapping[str, str] | None = None) -> Mount:
+        """Mount ``ufs_uri`` at ``path`` after checking it can be reached; persisted."""
+        with self._lock:
+            m = self._validated(path, ufs_uri, dict(options or {}), builtin=False)
+            if m.path in self._mounts:
+                raise AlreadyExistsError(f"'{m.path}' is a mount point already "
+                                         f"({self._mounts[m.path].ufs_uri})")
+            for other in self._mounts.values():
+                a, b = _fold(m.ufs_uri), _fold(other.ufs_uri)
+                if is_within(a, b) or is_within(b, a):
+                    raise InvalidInputError(
+                        f"{m.ufs_uri} overlaps {other.ufs_uri}, mounted at {other.path}: "
+                        "under-storage roots of mounts may not nest")
+            parent = self._mount_of(m.path)
+            if parent is not None and parent.path != m.path:
+                if self.ufs(parent).info(parent.to_ufs(m.path)) is not None:
+                    raise AlreadyExistsError(
+                        f"'{m.path}' exists in the mount {parent.path} ({parent.to_ufs(m.path)}); "
+                        "mount elsewhere")
+            ufs = self.ufs(m)
+            status = ufs.info(_bucket_root(m.ufs_uri))
+            if status is None or not status.is_dir:
+                raise NoSuchPathError(f"cannot mount {m.ufs_uri}: no such directory or bucket")
+            if self.store is not None:
+                with self.store.transaction() as conn:
+                    self.store.insert_mount(conn, m.path, m.ufs_uri, dict(m.options),
+                                            m.created_at)
+            self._mounts[m.path] = m
+            return m
+
+    def unmount(self, path: str, in_use: Callable[[Mount], Sequence[str]] | None = None) -> None:
+        """Remove a mount; refused for the catalog root and while ``in_use`` names users."""
+        with self._lock:
+            p = normalize_path(path)
+            m = self._mounts.get(p)
+            if m is None:
+                raise NoSuchPathError(f"'{p}' is not a mount point")
+            if m.builtin:
+                raise InUseError(f"'{p}' is the catalog's own root and cannot be unmounted")
+            users = list(in_use(m)) if in_use is not None else []
+            if users:
+                more = f" and {len(users) - 3} more" if len(users) > 3 else ""
+                raise InUseError(f"cannot unmount '{p}': it serves {', '.join(users[:3])}{more}")
+            if self.store is not None:
+                with self.store.transaction() as conn:
+                    self.store.delete_mount(conn, p)
+            del self._mounts[p]
+            ufs = self._ufs.pop(p, None)
+            if ufs is not None:
+                ufs.close()
+
+    def _validated(self, path: str, ufs_uri: str, options: Mapping[str, str],
+                   builtin: bool) -> Mount:
+        p = normalize_path(path)
+        if p == "/":
+            raise InvalidInputError("cannot mount at '/'")
+        if not builtin and _under(p, CATALOG_ROOT):
+            raise InvalidInputError(f"'{CATALOG_ROOT}' is the catalog's own root; mount elsewhere")
+        uri = normalize_uri(ufs_uri)
+        scheme, _ = split_uri(uri)
+        if scheme not in UFS_SCHEMES:
+            raise InvalidInputError(f"unsupported storage scheme '{scheme}' (supported: "
+                                    f"{', '.join(sorted(UFS_SCHEMES))})")
+        readonly = str(options.get("readonly", "false")).strip().lower()
+        if readonly not in ("true", "false"):
+            raise InvalidOptionError(f"readonly must be true or false, got '{readonly}'")
+        opts = {k: str(v) for k, v in options.items()}
+        if "readonly" in opts:
+            opts["readonly"] = readonly
+        m = Mount(p, uri, opts, readonly == "true", builtin, time.time())
+        load_ufs(uri, m.ufs_options).close()  # validates the options, names unknown ones
+        return m
+
+    # -- resolution ------------------------------------------------------------------------------
+
+    def _mount_of(self, path: str) -> Mount | None:
+        best: Mount | None = None
+        for m in self._mounts.values():
+            if _under(path, m.path) and (best is None or len(m.path) > len(best.path)):
+                best = m
+        return best
+
+    def resolve(self, path: str) -> tuple[Mount, str]:
+        """The mount serving namespace ``path`` and the UFS URI it stands for."""
+        p = normalize_path(path)
+        with self._lock:
+            m = self._mount_of(p)
+        if m is None:
+            raise NoSuchPathError(f"no mount serves '{p}'")
+        return m, m.to_ufs(p)
+
+    def reverse(self, uri: str) -> tuple[Mount, str] | None:
+        """The mount whose storage holds ``uri`` and its namespace path; None if none does."""
+        folded = _fold(normalize_uri(uri))
+        best: Mount | None = None
+        with self._lock:
+            for m in self._mounts.values():
+                if is_within(folded, _fold(m.ufs_uri)) and (
+                        best is None or len(m.ufs_uri) > len(best.ufs_uri)):
+                    best = m
+        return (best, best.to_path(folded)) if best is not None else None
+
+    def ufs(self, mount: Mount) -> UnderFileSystem:
+        """The (cached) under file system of ``mount``."""
+        with self._lock:
+            ufs = self._ufs.get(mount.path)
+            if ufs is None or ufs.options != mount.ufs_options:
+                ufs = load_ufs(mount.ufs_uri, mount.ufs_options)
+                self._ufs[mount.path] = ufs
+            return ufs
+
+    def ufs_for(self, uri: str) -> UnderFileSystem:
+        """The under file system to reach UFS URI ``uri``: its mount's, else one per endpoint
+        with default credentials."""
+        found = self.reverse(uri)
+        if found is not None:
+            return self.ufs(found[0])
+        scheme, _ = split_uri(uri)
+        key = "file" if scheme == "file" else normalize_uri(uri).split("/", 3)[2]
+        key = f"{scheme}:{key}"
+        with self._lock:
+            ufs = self._adhoc.get(key)
+            if ufs is None:
+                ufs = self._adhoc[key] = load_ufs(uri, {})
+            return ufs
+
+    def location_of(self, target: str) -> tuple[UnderFileSystem, str]:
+        """(under file system, UFS URI) of a namespace path or a UFS URI (``file://``,
+        ``s3://``, a plain absolute local path, or ``strata:///ns/path``)."""
+        if target.startswith("strata:"):
+            path = "/" + target[len("strata:"):].lstrip("/")
+            m, uri = self.resolve(path)
+            return self.ufs(m), uri
+        uri = normalize_uri(target)
+        return self.ufs_for(uri), uri
+
+    # -- browsing --------------------------------------------------------------------------------
+
+    def _mount_children(self, path: str) -> dict[str, Mount | None]:
+        """Names of the mount points (or of folders leading to them) right below ``path``."""
+        out: dict[str, Mount | None] = {}
+        for m in self._mounts.values():
+            if m.path != path and _under(m.path, path):
+                rest = m.path[len(path):].lstrip("/")
+                name = rest.split("/", 1)[0]
+                if "/" not in rest:
+                    out[name] = m
+                else:
+                    out.setdefault(name, None)
+        return out
+
+    def ls(self, path: str) -> list[NsEntry]:
+        """Entries right below ``path``: its storage's files and folders plus mount points."""
+        p = normalize_path(path)
+        with self._lock:
+            m = self._mount_of(p)
+            children = self._mount_children(p)
+        entries: dict[str, NsEntry] = {}
+        listed: list[FileStatus] | None = None
+        if m is not None:
+            listed = self.ufs(m).list(m.to_ufs(p))
+            for st in listed or []:
+                child = (p.rstrip("/") + "/" + st.rel) if st.rel else p
+                entries[child] = NsEntry(child, st.is_dir, st.size, st.mtime_ns, st.uri)
+        if listed is None and not children:
+            raise NoSuchPathError(f"no such directory '{p}'" + (
+                "" if m is None else f" ({m.to_ufs(p)})"))
+        for name, child_mount in children.items():
+            child = p.rstrip("/") + "/" + name
+            entries[child] = NsEntry(child, True, 0, 0,
+                                     child_mount.ufs_uri if child_mount else None,
+                                     mount_point=child_mount is not None)
+        return sorted(entries.values(), key=lambda e: e.path)
+
+    def stat(self, path: str) -> NsEntry:
+        p = normalize_path(path)
+        with self._lock:
+            mount_here = self._mounts.get(p)
+            m = self._mount_of(p)
+            children = self._mount_children(p)
+        if mount_here is not None:
+            st = self.ufs(mount_here).info(_bucket_root(mount_here.ufs_uri))
+            return NsEntry(p, True, 0, st.mtime_ns if st else 0, mount_here.ufs_uri, True)
+        st = self.ufs(m).info(m.to_ufs(p)) if m is not None else None
+        if st is not None:
+            return NsEntry(p, st.is_dir, st.size, st.mtime_ns, st.uri)
+        if children or p == "/":
+            return NsEntry(p, True, 0, 0, None)
+        raise NoSuchPathError(f"no such file or directory '{p}'" + (
+            "" if m is None else f" ({m.to_ufs(p)})"))
+
+    def open_input(self, path: str) -> Any:
+        m, uri = self.resolve(path)
+        return self.ufs(m).open_input(uri)
+
+    def read(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Bytes of a file (``length`` from ``offset``; all the rest when None)."""
+        m, uri = self.resolve(path)
+        ufs = self.ufs(m)
+        if length is None:
+            with ufs.open_input(uri) as f:
+                f.seek(offset)
+                return bytes(f.read())
+        return ufs.read_range(uri, offset, offset + length)
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def _writable(self, path: str) -> tuple[UnderFileSystem, str]:
+        m, uri = self.resolve(path)
+        if m.readonly:
+            raise ReadOnlyError(f"mount {m.path} ({m.ufs_uri}) is read-only")
+        return self.ufs(m), uri
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        ufs, uri = self._writable(path)
+        ufs.write_bytes(uri, data)
+
+    def open_output(self, path: str) -> Any:
+        ufs, uri = self._writable(path)
+        return ufs.open_output(uri)
+
+    def mkdirs(self, path: str) -> None:
+        ufs, uri = self._writable(path)
+        ufs.mkdirs(uri)
+
+    def delete(self, path: str, recursive: bool = False) -> None:
+        p = normalize_path(path)
+        if p in self._mounts:
+            raise InUseError(f"'{p}' is a mount point: unmount it instead")
+        ufs, uri = self._writable(p)
+        ufs.delete(uri, recursive)
+
+    # -- fingerprints ----------------------------------------------------------------------------
+
+    def fingerprint(self, location: str | None) -> str | None:
+        """Digest of the visible files under a UFS location (see :func:`fingerprints`)."""
+        if not location:
+            return None
+        return self.fingerprints([location]).get(location)
+
+    def fingerprints(self, locations: Iterable[str | None]) -> dict[str, str | None]:
+        """Digests of the visible files under each location, listed in parallel.
+
+        :data:`ABSENT` for a location that does not exist; None where the storage is one Strata
+        does not read (``hdfs://``: no data fingerprint). Raises ``UfsUnavailableError`` when any
+        location cannot be listed: a storage outage is never taken for deleted data.
+        """
+        wanted = list(dict.fromkeys(loc for loc in locations if loc))
+        if not wanted:
+            return {}
+
+        def one(location: str) -> str | None:
+            try:
+                ufs, uri = self.location_of(location)
+            except InvalidInputError:
+                return None  # a scheme we do not read: no fingerprint
+            listed = ufs.list(uri, recursive=True)
+            return ABSENT if listed is None else digest_statuses(listed)
+
+        if len(wanted) == 1 or self.list_parallelism == 1:
+            return {loc: one(loc) for loc in wanted}
+        with ThreadPoolExecutor(max_workers=min(self.list_parallelism, len(wanted)),
+                                thread_name_prefix="fs-list") as pool:
+            futures = [pool.submit(one, loc) for loc in wanted]
+            out: dict[str, str | None] = {}
+            try:
+                for loc, fut in zip(wanted, futures):
+                    out[loc] = fut.result()
+            except CatalogError:
+                for f in futures:
+                    f.cancel()
+                raise
+            except OSError as e:  # a storage error no UFS translated
+                for f in futures:
+                    f.cancel()
+                raise UfsUnavailableError(f"cannot list {loc}: {e}") from e
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            for ufs in [*self._ufs.values(), *self._adhoc.values()]:
+                ufs.close()
+            self._ufs.clear()
+            self._adhoc.clear()
+
+
+def _bucket_root(uri: str) -> str:
+    """What must exist to mount ``uri``: the folder itself, or an S3 prefix's bucket."""
+    if uri.startswith(("s3://", "s3a://")):
+        scheme, rest = uri.split("://", 1)
+        return f"{scheme}://{rest.split('/', 1)[0]}"
+    return uri

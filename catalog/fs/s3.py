@@ -1,0 +1,104 @@
+"""S3 (``s3://bucket/key``, ``s3a://``) as an under file system, through ``pyarrow.fs.S3FileSystem``.
+
+Options are named as Trino's native S3 file system names them: ``s3.endpoint``, ``s3.region``,
+``s3.aws-access-key``, ``s3.aws-secret-key``, ``s3.path-style-access``, plus
+``s3.connect-timeout`` / ``s3.request-timeout`` (seconds) and ``s3.max-error-retries``. Without
+keys the AWS default credential chain applies, except the EC2 instance metadata endpoint, which
+is off unless ``AWS_EC2_METADATA_DISABLED=false`` is set in the environment.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+
+from pyarrow import fs as pafs
+
+from catalog.exceptions import InvalidOptionError
+from catalog.fs.ufs import ArrowUfs
+
+# Never probe the instance metadata endpoint unless asked to (it hangs off EC2).
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+
+#: Option names whose values are secrets: never shown, never logged.
+SECRET_OPTIONS = frozenset({"s3.aws-secret-key"})
+
+
+class S3Ufs(ArrowUfs):
+    """One S3 endpoint with one set of credentials; URIs ``s3://bucket/key``."""
+
+    OPTIONS = frozenset({
+        "s3.endpoint", "s3.region", "s3.aws-access-key", "s3.aws-secret-key",
+        "s3.path-style-access", "s3.connect-timeout", "s3.request-timeout",
+        "s3.max-error-retries",
+    })
+
+    def _build(self) -> pafs.FileSystem:
+        o = self.options
+        kwargs: dict[str, object] = {
+            "connect_timeout": _seconds(o, "s3.connect-timeout", 10.0),
+            "request_timeout": _seconds(o, "s3.request-timeout", 30.0),
+            "retry_strategy": pafs.AwsStandardS3RetryStrategy(
+                max_attempts=_count(o, "s3.max-error-retries", 3) + 1),
+            "region": o.get("s3.region") or "us-east-1",
+        }
+        endpoint = o.get("s3.endpoint")
+        if endpoint:
+            scheme, sep, host = endpoint.partition("://")
+            if not sep:
+                scheme, host = "https", endpoint
+            if scheme not in ("http", "https") or not host.strip("/"):
+                raise InvalidOptionError(
+                    f"s3.endpoint must be http(s)://host[:port], got '{endpoint}'")
+            kwargs["endpoint_override"] = host.strip("/")
+            kwargs["scheme"] = scheme
+        access, secret = o.get("s3.aws-access-key"), o.get("s3.aws-secret-key")
+        if bool(access) != bool(secret):
+            raise InvalidOptionError("s3.aws-access-key and s3.aws-secret-key go together")
+        if access:
+            kwargs["access_key"], kwargs["secret_key"] = access, secret
+        path_style = o.get("s3.path-style-access", "true" if endpoint else "false").lower()
+        if path_style not in ("true", "false"):
+            raise InvalidOptionError(
+                f"s3.path-style-access must be true or false, got '{o['s3.path-style-access']}'")
+        kwargs["force_virtual_addressing"] = path_style == "false"
+        return pafs.S3FileSystem(**kwargs)  # type: ignore[arg-type]
+
+    def _path(self, uri: str) -> str:
+        return uri.split("://", 1)[1]
+
+    def _uri(self, path: str) -> str:
+        return f"{self.scheme}://{path}"
+
+    def open_output(self, uri: str) -> object:
+        try:
+            return self.fs.open_output_stream(self._path(uri))
+        except OSError as e:
+            raise self._unavailable("write", uri, e) from e
+
+
+def _seconds(options: Mapping[str, str], key: str, default: float) -> float:
+    raw = options.get(key)
+    if raw is None:
+        return default
+    try:
+        value = float(raw.rstrip("s"))
+    except ValueError as e:
+        raise InvalidOptionError(f"{key} must be seconds, got '{raw}'") from e
+    if not math.isfinite(value) or value <= 0 or value > 3600:
+        raise InvalidOptionError(f"{key} must be between 0 and 3600 seconds, got '{raw}'")
+    return value
+
+
+def _count(options: Mapping[str, str], key: str, default: int) -> int:
+    raw = options.get(key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as e:
+        raise InvalidOptionError(f"{key} must be a whole number, got '{raw}'") from e
+    if not 0 <= value <= 20:
+        raise InvalidOptionError(f"{key} must be between 0 and 20, got '{raw}'")
+    return value
