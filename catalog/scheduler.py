@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+import threading
+from datetime import datetime, timedelta
 
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from catalog.exceptions import CatalogError
+from catalog.exceptions import CatalogError, NoSuchDatabaseError
 from catalog.service import CatalogService
 
 log = logging.getLogger(__name__)
@@ -15,7 +18,9 @@ log = logging.getLogger(__name__)
 class SyncScheduler:
     """Runs ``service.sync(db)`` every ``sync.interval`` seconds (or the settings' default).
 
-    A sync that fails (UDB unreachable) leaves the last good state served; the next run retries.
+    A sync that fails (UDB unreachable) leaves the last good state served and is retried sooner,
+    backing off (job ``retry:<db>``), until it succeeds or the database is detached or its periodic
+    sync disabled.
     """
 
     def __init__(self, service: CatalogService, refresh_s: float = 5.0) -> None:
@@ -24,6 +29,8 @@ class SyncScheduler:
         self._scheduler = BackgroundScheduler(daemon=True)
         self._jobs: dict[str, float] = {}
         self._failures: dict[str, int] = {}
+        # Jobs run on apscheduler's worker threads: refresh() and _sync() share the state above.
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         self._scheduler.start()
@@ -43,9 +50,19 @@ class SyncScheduler:
                         else self.service.settings.sync_interval_s)
             if interval > 0:
                 wanted[name] = interval
+        with self._lock:
+            self._apply(wanted)
+
+    def _apply(self, wanted: dict[str, float]) -> None:
         for name in set(self._jobs) - set(wanted):
             self._scheduler.remove_job(f"sync:{name}")
             del self._jobs[name]
+        # Detached, or periodic sync disabled: no more retries, forget the failures.
+        for name in set(self._failures) - set(wanted):
+            del self._failures[name]
+        for job in self._scheduler.get_jobs():
+            if job.id.startswith("retry:") and job.id[len("retry:"):] not in wanted:
+                self._remove_job(job.id)
         for name, interval in wanted.items():
             if self._jobs.get(name) == interval:
                 continue
@@ -55,25 +72,52 @@ class SyncScheduler:
                                     id=f"sync:{name}", coalesce=True, max_instances=1)
             self._jobs[name] = interval
 
+    def _remove_job(self, job_id: str) -> None:
+        try:
+            self._scheduler.remove_job(job_id)
+        except JobLookupError:
+            pass  # already ran (one-shot) or never scheduled
+
+    def _forget(self, db: str) -> None:
+        with self._lock:
+            self._failures.pop(db, None)
+            self._remove_job(f"retry:{db}")
+
     def _sync(self, db: str) -> None:
         try:
+            self.service.database_record(db)
+        except NoSuchDatabaseError:
+            self._forget(db)  # detached since this job was scheduled
+            return
+        exc: Exception | None = None
+        try:
             errors = self.service.sync(db).errors
+        except NoSuchDatabaseError:
+            self._forget(db)  # detached while syncing
+            return
         except CatalogError as e:
             errors = [str(e)]
-        if not errors:
-            self._failures.pop(db, None)
-            return
-        # Keep serving the last good state; retry sooner than the interval, backing off.
-        failures = self._failures.get(db, 0) + 1
-        self._failures[db] = failures
-        delay = min(self._jobs.get(db, 300.0), 5.0 * 2 ** min(failures, 10))
-        log.warning("sync of %s failed (%d in a row), retrying in %.0fs: %s", db, failures,
-                    delay, "; ".join(errors))
-        from datetime import datetime, timedelta
-
-        self._scheduler.add_job(self._sync, "date", args=[db], id=f"retry:{db}",
-                                replace_existing=True,
-                                run_date=datetime.now() + timedelta(seconds=delay))
+        except Exception as e:  # noqa: BLE001 - a bug must not end the periodic sync of this db
+            exc, errors = e, [f"internal error: {e!r}"]
+        with self._lock:
+            if not errors:
+                self._failures.pop(db, None)
+                return
+            interval = self._jobs.get(db)
+            if interval is None:
+                # Detached (or its periodic sync disabled) meanwhile: refresh() dropped it.
+                self._failures.pop(db, None)
+                log.warning("sync of %s failed: %s", db, "; ".join(errors), exc_info=exc)
+                return
+            # Keep serving the last good state; retry sooner than the interval, backing off.
+            failures = self._failures.get(db, 0) + 1
+            self._failures[db] = failures
+            delay = min(interval, 5.0 * 2 ** min(failures, 10))
+            log.warning("sync of %s failed (%d in a row), retrying in %.1fs: %s", db, failures,
+                        delay, "; ".join(errors), exc_info=exc)
+            self._scheduler.add_job(self._sync, "date", args=[db], id=f"retry:{db}",
+                                    replace_existing=True,
+                                    run_date=datetime.now() + timedelta(seconds=delay))
 
     def stop(self) -> None:
         self._scheduler.shutdown(wait=False)
