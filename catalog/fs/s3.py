@@ -42,6 +42,8 @@ class S3Ufs(ArrowUfs):
             "retry_strategy": pafs.AwsStandardS3RetryStrategy(
                 max_attempts=_count(o, "s3.max-error-retries", 3) + 1),
             "region": o.get("s3.region") or "us-east-1",
+            # Small objects go up in one PutObject on close (no multipart upload).
+            "allow_delayed_open": True,
         }
         endpoint = o.get("s3.endpoint")
         if endpoint:

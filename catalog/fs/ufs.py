@@ -225,6 +225,12 @@ class ArrowUfs(UnderFileSystem):
         except (OSError, pa.ArrowException) as e:
             raise self._unavailable("write", uri, e) from e
 
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        try:
+            super().write_bytes(uri, data)
+        except (OSError, pa.ArrowException) as e:  # raised by the close that uploads
+            raise self._unavailable("write", uri, e) from e
+
     def delete(self, uri: str, recursive: bool = False) -> None:
         path = self._path(uri)
         try:
