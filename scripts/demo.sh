@@ -21,7 +21,9 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 set -x
-"$PY" -m api.cli attach-db directory "$WORK/lake" shop
+"$PY" -m api.cli fs mount /lake "$WORK/lake" -o readonly=true
+"$PY" -m api.cli fs ls /lake/shop
+"$PY" -m api.cli attach-db directory strata:///lake shop
 "$PY" -m api.cli ls
 "$PY" -m api.cli ls shop
 "$PY" -m api.cli ls shop events

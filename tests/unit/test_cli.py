@@ -323,3 +323,61 @@ def test_serve_runs_until_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+# -- fs ------------------------------------------------------------------------------------------
+
+
+def test_fs_mount_ls_stat_cat_unmount(srv: Server, capsys: pytest.CaptureFixture[str],
+                                      tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    (lake / "t").mkdir(parents=True)
+    (lake / "t" / "a.csv").write_bytes(b"id\n1\n")
+    code, out, err = run(capsys, "fs", "mount", "/clilake", str(lake), "-o", "readonly=true")
+    assert (code, err) == (0, "") and "mounted file://" in out and "(read-only)" in out
+    try:
+        code, out, _ = run(capsys, "fs", "mounts")
+        assert code == 0 and "/clilake" in out and "readonly=true" in out and "/catalog" in out
+        code, out, _ = run(capsys, "fs", "ls", "/clilake/t")
+        assert code == 0 and "a.csv" in out and "file" in out
+        code, out, _ = run(capsys, "--json", "fs", "stat", "/clilake/t/a.csv")
+        assert code == 0 and json.loads(out)["size"] == 5
+        code, out, err = run(capsys, "fs", "ls", "/clilake/nope")
+        assert code == 1 and "no such directory '/clilake/nope'" in err
+        code, _, err = run(capsys, "fs", "mount", "/clilake", str(lake))
+        assert code == 1 and "mount point already" in err
+        code, _, err = run(capsys, "fs", "mount", "/x", str(tmp_path / "missing"))
+        assert code == 1 and "no such directory" in err
+        cat = subprocess.run([sys.executable, "-m", "api.cli", "--server", srv.url, "fs", "cat",
+                              "/clilake/t/a.csv"], capture_output=True, timeout=60, cwd=REPO)
+        assert (cat.returncode, cat.stdout) == (0, b"id\n1\n")
+    finally:
+        capsys.readouterr()
+        code, out, _ = run(capsys, "fs", "unmount", "/clilake")
+    assert code == 0 and "unmounted /clilake" in out
+    code, _, err = run(capsys, "fs", "unmount", "/catalog")
+    assert code == 1 and "own root" in err
+
+
+def test_fs_cat_streams_bytes(srv: Server, tmp_path: Path) -> None:
+    lake = tmp_path / "lake2"
+    lake.mkdir()
+    payload = bytes(range(256)) * 5000
+    (lake / "blob.bin").write_bytes(payload)
+    srv.service.mount("/catlake", str(lake))
+    try:
+        with CatalogClient(srv.url) as client:
+            assert b"".join(client.fs_cat("/catlake/blob.bin")) == payload
+            with pytest.raises(NotFoundError, match="no such file"):
+                b"".join(client.fs_cat("/catlake/none.bin"))
+    finally:
+        srv.service.unmount("/catlake")
+
+
+def test_fs_mount_hides_secrets(srv: Server, capsys: pytest.CaptureFixture[str],
+                                tmp_path: Path) -> None:
+    code, _, err = run(capsys, "fs", "mount", "/s3x", "s3://bucket/p", "-o",
+                       "s3.aws-access-key=AK", "-o", "s3.aws-secret-key=TOPSECRET-123",
+                       "-o", "s3.endpoint=ftp://nowhere")
+    assert code == 2 and "s3.endpoint must be http(s)" in err
+    assert "TOPSECRET" not in err
