@@ -38,6 +38,7 @@ from catalog.exceptions import (
 )
 from catalog.fs.namespace import Mount, Namespace, redact
 from catalog.fs.ufs import is_within, normalize_uri
+from catalog.options import seconds_option
 from catalog.models import (
     Database,
     Layout,
@@ -845,16 +846,8 @@ _GC_PAUSES = 0
 
 
 def _sync_interval(options: Mapping[str, str]) -> float | None:
-    raw = options.get("sync.interval")
-    if raw is None:
-        return None
-    try:
-        value = float(raw.rstrip("s"))
-    except ValueError as e:
-        raise InvalidOptionError(f"sync.interval must be seconds, got '{raw}'") from e
-    if value < 0:
-        raise InvalidOptionError(f"sync.interval must be >= 0, got '{raw}'")
-    return value
+    return seconds_option(options, "sync.interval", None, minimum=0.1, maximum=366 * 86400,
+                          zero_ok=True)
 
 
 def _renamed_table(table: Table, source_db: str, db_name: str) -> Table:

@@ -50,3 +50,4 @@ def source_db(source_spark: SparkSql, tmp_path_factory: pytest.TempPathFactory) 
     built = build_source_database(source_spark, data_dir)
     log.info("source tables built in %.1fs", time.monotonic() - started)
     return built
+pytest_plugins = ["tests.support.s3_fixtures"]

@@ -427,7 +427,14 @@ class Namespace:
                 ufs, uri = self.location_of(location)
             except InvalidInputError:
                 return None  # a scheme we do not read: no fingerprint
-            listed = ufs.list(uri, recursive=True)
+            try:
+                listed = ufs.list(uri, recursive=True)
+            except UfsUnavailableError as e:
+                if uri.startswith("file:") or self.reverse(uri) is not None:
+                    raise
+                raise UfsUnavailableError(
+                    f"{e} (no mount serves it: mount its bucket with credentials, "
+                    "catalogctl fs mount)") from e
             return ABSENT if listed is None else digest_statuses(listed)
 
         if len(wanted) == 1 or self.list_parallelism == 1:

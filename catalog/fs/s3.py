@@ -9,7 +9,6 @@ is off unless ``AWS_EC2_METADATA_DISABLED=false`` is set in the environment.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 
@@ -17,6 +16,7 @@ from pyarrow import fs as pafs
 
 from catalog.exceptions import InvalidOptionError
 from catalog.fs.ufs import ArrowUfs
+from catalog.options import seconds_option
 
 # Never probe the instance metadata endpoint unless asked to (it hangs off EC2).
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
@@ -37,8 +37,10 @@ class S3Ufs(ArrowUfs):
     def _build(self) -> pafs.FileSystem:
         o = self.options
         kwargs: dict[str, object] = {
-            "connect_timeout": _seconds(o, "s3.connect-timeout", 10.0),
-            "request_timeout": _seconds(o, "s3.request-timeout", 30.0),
+            "connect_timeout": seconds_option(o, "s3.connect-timeout", 10.0,
+                                              minimum=0.001, maximum=3600),
+            "request_timeout": seconds_option(o, "s3.request-timeout", 30.0,
+                                              minimum=0.001, maximum=3600),
             "retry_strategy": pafs.AwsStandardS3RetryStrategy(
                 max_attempts=_count(o, "s3.max-error-retries", 3) + 1),
             "region": o.get("s3.region") or "us-east-1",
@@ -78,19 +80,6 @@ class S3Ufs(ArrowUfs):
             return self.fs.open_output_stream(self._path(uri))
         except OSError as e:
             raise self._unavailable("write", uri, e) from e
-
-
-def _seconds(options: Mapping[str, str], key: str, default: float) -> float:
-    raw = options.get(key)
-    if raw is None:
-        return default
-    try:
-        value = float(raw.rstrip("s"))
-    except ValueError as e:
-        raise InvalidOptionError(f"{key} must be seconds, got '{raw}'") from e
-    if not math.isfinite(value) or value <= 0 or value > 3600:
-        raise InvalidOptionError(f"{key} must be between 0 and 3600 seconds, got '{raw}'")
-    return value
 
 
 def _count(options: Mapping[str, str], key: str, default: int) -> int:

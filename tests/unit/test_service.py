@@ -65,6 +65,9 @@ def test_unknown_and_bad_options_are_named(tmp_path: Path) -> None:
         service.attach_database("fake", "fake://", "sales", options={"include.tables": "(["})
     with pytest.raises(InvalidOptionError, match="sync.interval"):
         service.attach_database("fake", "fake://", "sales", options={"sync.interval": "soon"})
+    for bad in ("inf", "1e309", "nan", "-1"):  # inf once broke the scheduler, nan became 300
+        with pytest.raises(InvalidOptionError, match="sync.interval must be"):
+            service.attach_database("fake", "fake://", "sales", options={"sync.interval": bad})
     assert service.list_databases() == []
 
 
