@@ -423,10 +423,10 @@ class Namespace:
             return {}
 
         def one(location: str) -> str | None:
-            try:
-                ufs, uri = self.location_of(location)
-            except InvalidInputError:
+            found = resolved[location]
+            if found is None:
                 return None  # a scheme we do not read: no fingerprint
+            ufs, uri = found
             try:
                 listed = ufs.list(uri, recursive=True)
             except UfsUnavailableError as e:
@@ -437,14 +437,24 @@ class Namespace:
                     "catalogctl fs mount)") from e
             return ABSENT if listed is None else digest_statuses(listed)
 
-        if len(wanted) == 1 or self.list_parallelism == 1:
-            return {loc: one(loc) for loc in wanted}
-        with ThreadPoolExecutor(max_workers=min(self.list_parallelism, len(wanted)),
-                                thread_name_prefix="fs-list") as pool:
-            futures = [pool.submit(one, loc) for loc in wanted]
-            out: dict[str, str | None] = {}
+        resolved: dict[str, tuple[UnderFileSystem, str] | None] = {}
+        for loc in wanted:
             try:
-                for loc, fut in zip(wanted, futures):
+                resolved[loc] = self.location_of(loc)
+            except InvalidInputError:
+                resolved[loc] = None
+        # Local listings are cheaper than a thread hand-off: only remote ones go to the pool.
+        remote = [loc for loc in wanted if (r := resolved[loc]) is not None and r[0].remote]
+        parallel = set(remote)
+        out: dict[str, str | None] = {loc: one(loc) for loc in wanted if loc not in parallel}
+        if len(remote) <= 1 or self.list_parallelism == 1:
+            out.update((loc, one(loc)) for loc in remote)
+            return out
+        with ThreadPoolExecutor(max_workers=min(self.list_parallelism, len(remote)),
+                                thread_name_prefix="fs-list") as pool:
+            futures = [pool.submit(one, loc) for loc in remote]
+            try:
+                for loc, fut in zip(remote, futures):
                     out[loc] = fut.result()
             except CatalogError:
                 for f in futures:

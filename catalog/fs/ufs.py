@@ -58,6 +58,9 @@ def split_uri(uri: str) -> tuple[str, str]:
     """(scheme, the rest) of a UFS URI; plain absolute paths are ``file``."""
     if uri.startswith("/"):
         return "file", uri
+    head, sep, _ = uri.partition("://")
+    if sep and head.isalnum() and head.islower():
+        return head, uri
     parts = urlsplit(uri)
     if not parts.scheme or "://" not in uri and not uri.startswith("file:"):
         raise InvalidInputError(f"'{uri}' is not a storage URI (file:///path, s3://bucket/key)")
@@ -68,6 +71,8 @@ def normalize_uri(uri: str) -> str:
     """The canonical form of a UFS URI: ``file:///abs/path`` or ``s3://bucket/key``, no
     trailing slash (``s3a://`` stays ``s3a://``: it is what the tables say)."""
     scheme, _ = split_uri(uri)
+    if _is_canonical(uri, scheme):
+        return uri
     if scheme == "file":
         path = uri if uri.startswith("/") else urlsplit(uri).path
         if not path.startswith("/"):
@@ -82,6 +87,18 @@ def normalize_uri(uri: str) -> str:
     return f"{scheme}://{parts.netloc}" + (f"/{key}" if key else "")
 
 
+def _is_canonical(uri: str, scheme: str) -> bool:
+    """Fast path of :func:`normalize_uri` (sync normalizes every partition location)."""
+    prefix = "file:///" if scheme == "file" else f"{scheme}://"
+    if not uri.startswith(prefix) or uri.endswith("/") or "?" in uri or "#" in uri:
+        return False
+    rest = uri[len(prefix):]
+    if not rest or (scheme != "file" and rest.startswith("/")):
+        return False
+    return "//" not in rest and "/./" not in rest and "/../" not in rest and not rest.endswith(
+        ("/.", "/..")) and not rest.startswith(("./", "../")) and rest not in (".", "..")
+
+
 def is_within(uri: str, root: str) -> bool:
     """Whether normalized ``uri`` is ``root`` or below it."""
     if uri == root:
@@ -94,6 +111,8 @@ class UnderFileSystem(ABC):
 
     #: Option names this storage accepts (named as Trino names them).
     OPTIONS: frozenset[str] = frozenset()
+    #: Whether a call is a network round trip (listings then run in parallel).
+    remote = True
 
     def __init__(self, options: Mapping[str, str] | None = None, scheme: str = "file") -> None:
         self.options = dict(options or {})
