@@ -183,10 +183,11 @@ def test_proxy_pass_latency(s3_server: MotoS3Server, s3_bucket: str,
     assert min(delayed) >= 0.020
     # Added latency: the median delayed GET against the undisturbed cost (the fastest plain
     # GET; a median-vs-median difference straddles 20 ms as moto's jitter exceeds the sleep's
-    # overshoot). Upper bound: paid once per request, not per response chunk (~4 of them).
+    # overshoot). Upper bound, fastest against fastest (load only adds time): paid once per
+    # request, not per response chunk (the 200 kB reply takes several).
     added = statistics.median(delayed) - min(plain)
     assert added >= 0.020, (plain, delayed)
-    assert statistics.median(delayed) - statistics.median(plain) < 0.040, (plain, delayed)
+    assert min(delayed) - min(plain) < 0.060, (plain, delayed)
     assert s3_proxy.connections >= 1 and s3_proxy.requests >= 19
 
 
@@ -279,7 +280,7 @@ def test_proxy_64_concurrent_gets(s3_server: MotoS3Server, s3_bucket: str,
         results = dict(pool.map(fetch, payloads))
     elapsed = time.monotonic() - started
     assert results == payloads
-    assert elapsed < 3.0, elapsed
+    assert elapsed < 5.0, elapsed  # serial: >= 6.4 s
     assert s3_proxy.connections >= n // 2  # really in parallel, not queued on a few sockets
 
 
