@@ -145,9 +145,11 @@ class Namespace:
 
     def __init__(self, store: StateStore | None = None, *, root_ufs: str | None = None,
                  root_options: Mapping[str, str] | None = None,
-                 list_parallelism: int = 16) -> None:
+                 list_parallelism: int = 16, group_listing: int = 8) -> None:
         self.store = store
         self.list_parallelism = max(1, list_parallelism)
+        #: Siblings that share one recursive listing of their parent (remote storages).
+        self.group_listing = max(2, group_listing)
         self._lock = threading.RLock()
         self._mounts: dict[str, Mount] = {}
         self._ufs: dict[str, UnderFileSystem] = {}
@@ -447,15 +449,17 @@ class Namespace:
         remote = [loc for loc in wanted if (r := resolved[loc]) is not None and r[0].remote]
         parallel = set(remote)
         out: dict[str, str | None] = {loc: one(loc) for loc in wanted if loc not in parallel}
-        if len(remote) <= 1 or self.list_parallelism == 1:
-            out.update((loc, one(loc)) for loc in remote)
+        units = self._listing_units(remote, resolved, one)
+        if len(units) <= 1 or self.list_parallelism == 1:
+            for unit in units:
+                out.update(unit())
             return out
-        with ThreadPoolExecutor(max_workers=min(self.list_parallelism, len(remote)),
+        with ThreadPoolExecutor(max_workers=min(self.list_parallelism, len(units)),
                                 thread_name_prefix="fs-list") as pool:
-            futures = [pool.submit(one, loc) for loc in remote]
+            futures = [pool.submit(unit) for unit in units]
             try:
-                for loc, fut in zip(remote, futures):
-                    out[loc] = fut.result()
+                for fut in futures:
+                    out.update(fut.result())
             except CatalogError:
                 for f in futures:
                     f.cancel()
@@ -463,8 +467,34 @@ class Namespace:
             except OSError as e:  # a storage error no UFS translated
                 for f in futures:
                     f.cancel()
-                raise UfsUnavailableError(f"cannot list {loc}: {e}") from e
+                raise UfsUnavailableError(f"cannot list: {e}") from e
         return out
+
+    def _listing_units(self, remote: Sequence[str],
+                       resolved: Mapping[str, tuple[UnderFileSystem, str] | None],
+                       one: Callable[[str], str | None]
+                       ) -> list[Callable[[], dict[str, str | None]]]:
+        """The listings to make: one per location, except that :attr:`group_listing` or more
+        siblings (partition folders of one table) are served by one recursive listing of their
+        parent, split per child: on S3 a flat listing returns 1,000 keys per request, where one
+        request per partition would return one or two."""
+        by_parent: dict[tuple[int, str], list[tuple[str, str]]] = {}
+        for loc in remote:
+            found = resolved[loc]
+            assert found is not None
+            ufs, uri = found
+            parent, _, name = uri.rpartition("/")
+            if name and "://" in parent and not parent.endswith(":/"):
+                by_parent.setdefault((id(ufs), parent), []).append((loc, uri))
+        units: list[Callable[[], dict[str, str | None]]] = []
+        grouped: set[str] = set()
+        for (_, parent), members in by_parent.items():
+            if len(members) >= self.group_listing:
+                ufs = resolved[members[0][0]][0]  # type: ignore[index]
+                units.append(_grouped_listing(ufs, parent, members))
+                grouped.update(loc for loc, _ in members)
+        units += [_single_listing(one, loc) for loc in remote if loc not in grouped]
+        return units
 
     def close(self) -> None:
         with self._lock:
@@ -472,6 +502,34 @@ class Namespace:
                 ufs.close()
             self._ufs.clear()
             self._adhoc.clear()
+
+
+def _single_listing(one: Callable[[str], str | None], loc: str
+                    ) -> Callable[[], dict[str, str | None]]:
+    return lambda: {loc: one(loc)}
+
+
+def _grouped_listing(ufs: UnderFileSystem, parent: str, members: Sequence[tuple[str, str]]
+                     ) -> Callable[[], dict[str, str | None]]:
+    def run() -> dict[str, str | None]:
+        listed = ufs.list(parent, recursive=True)
+        children: dict[str, list[FileStatus]] = {}
+        exists: set[str] = set()
+        for st in listed or []:
+            name, sep, rest = st.rel.partition("/")
+            if sep:
+                exists.add(name)
+                children.setdefault(name, []).append(FileStatus(
+                    uri=st.uri, rel=rest, is_dir=st.is_dir, size=st.size, mtime_ns=st.mtime_ns))
+            elif st.is_dir:
+                exists.add(name)
+        out: dict[str, str | None] = {}
+        for loc, uri in members:
+            name = uri.rpartition("/")[2]
+            out[loc] = digest_statuses(children.get(name, [])) if name in exists else ABSENT
+        return out
+
+    return run
 
 
 def _bucket_root(uri: str) -> str:

@@ -204,8 +204,10 @@ class ArrowUfs(UnderFileSystem):
             return None
         except (OSError, pa.ArrowException) as e:
             raise self._unavailable("list", uri, e) from e
-        if not infos and self.info(uri) is None:
-            return None
+        if not infos:
+            status = self.info(uri)
+            if status is None or not status.is_dir:
+                return None  # absent, or a file: no directory to list
         cut = len(path) + 1
         out = []
         for fi in infos:

@@ -227,3 +227,35 @@ def test_fingerprints_of_many_s3_partitions_in_parallel(s3_server: MotoS3Server,
     assert fps[f"s3://{s3_bucket}/t/p=x"] == ABSENT
     assert len({fps[loc] for loc in locations[:60]}) == 60
     assert all(fps[loc].startswith("1:") for loc in locations[:60])
+
+
+def test_grouped_listing_equals_one_listing_per_location(s3_server: MotoS3Server,
+                                                         s3_bucket: str,
+                                                         s3_proxy: FaultProxy) -> None:
+    files = {f"t/p={i}/f.csv": b"x" * i for i in range(30)}
+    files.update({"t/p=3/sub/g.csv": b"yy", "t/p=4/_SUCCESS": b"", "t/p=5/.hidden": b"h",
+                  "t/p=36": b"a file named like a partition", "t/p=77x/f.csv": b"sibling"})
+    _put(s3_server, s3_bucket, files)
+    opts = s3_options(s3_proxy.endpoint, s3_server.access_key, s3_server.secret_key,
+                      s3_server.region)
+    grouped, single = Namespace(group_listing=8), Namespace(group_listing=10**9)
+    for ns in (grouped, single):
+        ns.mount("/b", f"s3://{s3_bucket}", opts)
+    locations = [f"s3://{s3_bucket}/t/p={i}" for i in range(40)]
+    before = s3_proxy.requests
+    fps = grouped.fingerprints(locations)
+    grouped_requests = s3_proxy.requests - before
+    before = s3_proxy.requests
+    assert fps == single.fingerprints(locations)
+    single_requests = s3_proxy.requests - before
+    assert fps[f"s3://{s3_bucket}/t/p=35"] == ABSENT
+    assert fps[f"s3://{s3_bucket}/t/p=36"] == ABSENT  # a file, not a folder
+    assert fps[f"s3://{s3_bucket}/t/p=3"].startswith("2:")
+    assert fps[f"s3://{s3_bucket}/t/p=4"].startswith("1:")
+    assert grouped_requests <= 3 < 40 <= single_requests
+    # An outage is an error in the grouped path too, never "absent".
+    fast = Namespace(group_listing=8)
+    fast.mount("/b", f"s3://{s3_bucket}", {**opts, "s3.max-error-retries": "0"})
+    s3_proxy.mode = "http_503"
+    with pytest.raises(UfsUnavailableError):
+        fast.fingerprints(locations)
