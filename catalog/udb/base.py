@@ -53,7 +53,9 @@ class UnderDatabase(ABC):
     def fingerprints(self, locations: Iterable[str | None]) -> dict[str, str | None]:
         """location -> digest of the data under it (file names, sizes, mtimes), listed in
         parallel through the namespace; raises ``UfsUnavailableError`` if storage cannot be
-        listed (never "absent")."""
+        listed (never "absent"). A connector that listed the data while reading the tables
+        (``directory``) answers with that listing: the digest of the data it described, so a
+        change after that read shows at the next sync, which opens a new connector."""
         return self.fs.fingerprints(locations)
 
     def fingerprint(self, location: str | None) -> str | None:

@@ -118,6 +118,11 @@ class HiveUdb(UnderDatabase):
         try:
             yield conn
             ok = True
+        except TTransport.TTransportException:
+            raise  # the connection is broken
+        except TException:
+            ok = True  # a whole answer (NoSuchObject, Invalid method name): the socket is fine
+            raise
         finally:
             if ok and self._pool.qsize() < self.pool_size:
                 self._pool.put(conn)

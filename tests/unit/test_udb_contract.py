@@ -18,7 +18,7 @@ import pytest
 
 from api.thrift.server import ThriftServer
 from catalog.config import Settings
-from catalog.exceptions import UdbError, UdbUnavailableError
+from catalog.exceptions import NoSuchDatabaseError, UdbError, UdbUnavailableError
 from catalog.models import Partition, Table
 from catalog.service import CatalogService
 from catalog.udb import load_udb
@@ -369,3 +369,19 @@ def test_hive_udb_hung_server_times_out_per_attempt() -> None:
         udb.close()
     finally:
         listener.close()
+
+
+def test_hive_udb_keeps_its_connection_after_an_error_answer(strata: StrataServed) -> None:
+    """A server-side error (no such database) is a whole answer: the socket stays pooled."""
+    udb = strata.hive()
+    try:
+        assert udb.get_database().name == SAMPLE_DB
+        missing = strata.hive(source_db="no_such_db")
+        missing._pool = udb._pool  # noqa: SLF001 - share the pool to watch it
+        with pytest.raises(NoSuchDatabaseError):
+            missing.get_database()
+        assert udb._pool.qsize() == 1  # noqa: SLF001
+        assert _wait_until(lambda: _open_connections(strata.server) == 1)
+        assert strata.server.calls["get_database"] == 2
+    finally:
+        udb.close()
