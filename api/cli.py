@@ -1,9 +1,11 @@
 """``catalogctl``: run the Strata server and manage it over its REST API.
 
 Every command but ``serve`` talks to a running server (``--server``, else ``$CATALOG_SERVER``,
-else http://127.0.0.1:8080). Output is aligned text, or the raw JSON with ``--json``. Errors print
-one line ``catalogctl: error: <message>`` on stderr; exit code 2 for usage or invalid input,
-1 for any other failure.
+else http://127.0.0.1:8080), sending the API token: ``--token``, else ``$CATALOG_API_TOKEN``,
+else the file ``api-token`` a server on this host wrote into its data dir (``--data-dir``, else
+``$CATALOG_DATA_DIR``, else ``./strata-data``). Output is aligned text, or the raw JSON with
+``--json``. Errors print one line ``catalogctl: error: <message>`` on stderr; exit code 2 for
+usage or invalid input, 1 for any other failure.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any, NoReturn
 
-from api.client import DEFAULT_SERVER, CatalogClient
+from api.client import DEFAULT_SERVER, CatalogClient, find_token
 from catalog.exceptions import CatalogError, InvalidInputError
 
 PROG = "catalogctl"
@@ -49,12 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--server", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help=argparse.SUPPRESS)
+    common.add_argument("--token", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    # Where a server on this host keeps its token (serve has its own --data-dir).
+    client_common = _Parser(add_help=False)
+    client_common.add_argument("--data-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    cc = [common, client_common]
 
     parser = _Parser(prog=PROG, description="Strata catalog: serve, attach, sync and browse.")
     parser.add_argument("--server", default=None, metavar="URL",
                         help=f"REST URL of Strata (default: $CATALOG_SERVER or {DEFAULT_SERVER})")
     parser.add_argument("--json", action="store_true", default=False,
                         help="print the raw JSON answers")
+    parser.add_argument("--token", default=None, metavar="TOKEN",
+                        help="REST API token (default: $CATALOG_API_TOKEN, else the server's "
+                             "DATA_DIR/api-token on this host)")
+    parser.add_argument("--data-dir", default=None, metavar="DIR",
+                        help="data dir of a server on this host, to read its token from "
+                             "(default: $CATALOG_DATA_DIR or ./strata-data)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("serve", parents=[common], help="run the Thrift and REST servers",
@@ -70,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default periodic sync interval (0 disables)")
     p.set_defaults(func=_cmd_serve)
 
-    p = sub.add_parser("attach-db", parents=[common], help="attach a database of a UDB")
+    p = sub.add_parser("attach-db", parents=cc, help="attach a database of a UDB")
     p.add_argument("udb_type", metavar="UDB_TYPE", help="hive | directory")
     p.add_argument("uri", metavar="URI", help="e.g. thrift://metastore:9083")
     p.add_argument("source_db", metavar="SOURCE_DB", help="database name in the UDB")
@@ -79,25 +92,29 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="KEY=VALUE", help="attach option (repeatable)")
     p.set_defaults(func=_cmd_attach)
 
-    p = sub.add_parser("detach-db", parents=[common], help="detach a database")
+    p = sub.add_parser("detach-db", parents=cc, help="detach a database")
     p.add_argument("db", metavar="DB")
     p.set_defaults(func=_cmd_detach)
 
-    p = sub.add_parser("sync", parents=[common], help="sync a database (or one table) now")
+    p = sub.add_parser("sync", parents=cc, help="sync a database (or one table) now")
     p.add_argument("db", metavar="DB")
     p.add_argument("table", metavar="TABLE", nargs="?")
     p.set_defaults(func=_cmd_sync)
 
-    p = sub.add_parser("ls", parents=[common],
+    p = sub.add_parser("status", parents=cc,
+                       help="listeners, databases with their last sync, periodic sync")
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("ls", parents=cc,
                        help="list databases, the tables of DB, or show DB TABLE")
     p.add_argument("db", metavar="DB", nargs="?")
     p.add_argument("table", metavar="TABLE", nargs="?")
     p.set_defaults(func=_cmd_ls)
 
-    fs = sub.add_parser("fs", parents=[common], help="the namespace: mounts and files",
+    fs = sub.add_parser("fs", parents=cc, help="the namespace: mounts and files",
                         description="Mount storages into Strata's namespace and browse it.")
     fs_sub = fs.add_subparsers(dest="fs_command", metavar="FS_COMMAND", required=True)
-    p = fs_sub.add_parser("mount", parents=[common], help="mount a storage at a namespace path")
+    p = fs_sub.add_parser("mount", parents=cc, help="mount a storage at a namespace path")
     p.add_argument("path", metavar="NS_PATH", help="e.g. /lake")
     p.add_argument("ufs_uri", metavar="UFS_URI", help="file:///data or s3://bucket/prefix")
     p.add_argument("-o", "--option", type=_key_value, action="append", default=[],
@@ -105,18 +122,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="readonly=true, s3.endpoint=..., s3.aws-access-key=..., "
                         "s3.aws-secret-key=..., s3.region=..., s3.path-style-access=...")
     p.set_defaults(func=_cmd_fs_mount)
-    p = fs_sub.add_parser("unmount", parents=[common], help="remove a mount")
+    p = fs_sub.add_parser("unmount", parents=cc, help="remove a mount")
     p.add_argument("path", metavar="NS_PATH")
     p.set_defaults(func=_cmd_fs_unmount)
-    p = fs_sub.add_parser("mounts", parents=[common], help="list the mounts")
+    p = fs_sub.add_parser("mounts", parents=cc, help="list the mounts")
     p.set_defaults(func=_cmd_fs_mounts)
-    p = fs_sub.add_parser("ls", parents=[common], help="list a namespace directory")
+    p = fs_sub.add_parser("ls", parents=cc, help="list a namespace directory")
     p.add_argument("path", metavar="NS_PATH", nargs="?", default="/")
     p.set_defaults(func=_cmd_fs_ls)
-    p = fs_sub.add_parser("stat", parents=[common], help="show one file or directory")
+    p = fs_sub.add_parser("stat", parents=cc, help="show one file or directory")
     p.add_argument("path", metavar="NS_PATH")
     p.set_defaults(func=_cmd_fs_stat)
-    p = fs_sub.add_parser("cat", parents=[common], help="print a file's bytes")
+    p = fs_sub.add_parser("cat", parents=cc, help="print a file's bytes")
     p.add_argument("path", metavar="NS_PATH")
     p.set_defaults(func=_cmd_fs_cat)
     return parser
@@ -147,7 +164,9 @@ def _fail(message: str, code: int) -> int:
 
 
 def _client(args: argparse.Namespace) -> CatalogClient:
-    return CatalogClient(args.server or os.environ.get("CATALOG_SERVER") or DEFAULT_SERVER)
+    return CatalogClient(args.server or os.environ.get("CATALOG_SERVER") or DEFAULT_SERVER,
+                         token=find_token(getattr(args, "token", None),
+                                          getattr(args, "data_dir", None)))
 
 
 # -- serve ---------------------------------------------------------------------------------------
@@ -225,6 +244,47 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     what = f"{report['db']}.{args.table}" if args.table else report["db"]
     print(f"synced '{what}' in {report['duration_s']:g}s: tables {_counts(report['tables'])}; "
           f"partitions {_counts(report['partitions'])}")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        st = client.status()
+    if args.json:
+        return _print_json(st)
+    print(f"server {client.base_url}: {st['status']}")
+    print("\nlisteners:")
+    if st["listeners"]:
+        _print_rows(["NAME", "PROTOCOL", "ADDRESS"],
+                    [[li["name"], li["protocol"], f"{li['host']}:{li['port']}"]
+                     for li in st["listeners"]], indent="  ")
+    else:
+        print("  - (not known)")
+    sched = st.get("scheduler")
+    syncs = {s["db"]: s for s in (sched or {}).get("syncs", [])}
+    print("\nscheduler: " + ("not running" if not sched or not sched["running"] else
+                             f"running, {len(syncs)} periodic sync(s)"))
+    print("\ndatabases:")
+    if not st["databases"]:
+        print("  - (none attached)")
+        return 0
+    rows, errors = [], []
+    for d in st["databases"]:
+        last = d.get("last_sync") or {}
+        errs = last.get("errors") or []
+        result = "-" if not last else (f"{len(errs)} error(s)" if errs else "ok")
+        job = syncs.get(d["name"])
+        rows.append([d["name"], d["udb_type"], d["table_count"], _time(d.get("last_sync_at")),
+                     result, f"{job['interval_s']:g}s" if job else "off",
+                     _time(job["next_sync_at"]) if job else None,
+                     job["failures"] if job else None])
+        errors += [f"{d['name']}: {e}" for e in errs]
+    _print_rows(["NAME", "TYPE", "TABLES", "LAST SYNC", "RESULT", "EVERY", "NEXT SYNC",
+                 "FAILURES"], rows, indent="  ")
+    if errors:
+        print("\nlast sync errors:")
+        for line in errors:
+            print(f"  {line}")
     return 0
 
 

@@ -7,7 +7,9 @@ HTTP status; otherwise ``CatalogError``), so callers handle remote and local err
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
@@ -19,8 +21,13 @@ from catalog.exceptions import CatalogError, InvalidInputError
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 API = "/api/v1"
+#: The file in the data dir holding the REST API's bearer token (mode 0600).
+TOKEN_FILE = "api-token"
+DEFAULT_DATA_DIR = "./strata-data"
 
 _BY_STATUS: dict[int, type[CatalogError]] = {
+    401: exceptions.PermissionDeniedError, 403: exceptions.PermissionDeniedError,
+    413: exceptions.InvalidInputError,
     404: exceptions.NotFoundError, 405: exceptions.ReadOnlyError,
     409: exceptions.AlreadyExistsError, 422: exceptions.InvalidInputError,
     502: exceptions.UdbError,
@@ -41,6 +48,27 @@ def error_from_response(status: int, body: Any) -> CatalogError:
     return err
 
 
+def read_token_file(data_dir: str | os.PathLike[str]) -> str | None:
+    """The token in ``<data_dir>/api-token``; None if there is none (or it cannot be read)."""
+    try:
+        text = (Path(data_dir) / TOKEN_FILE).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text or None
+
+
+def find_token(token: str | None = None, data_dir: str | os.PathLike[str] | None = None
+               ) -> str | None:
+    """The token a client sends: ``token``, else ``$CATALOG_API_TOKEN``, else the token file of
+    ``data_dir`` (else ``$CATALOG_DATA_DIR``, else ``./strata-data``) of a server on this host."""
+    if token:
+        return token
+    env = os.environ.get("CATALOG_API_TOKEN", "").strip()
+    if env:
+        return env
+    return read_token_file(data_dir or os.environ.get("CATALOG_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
 def _by_status(status: int) -> type[CatalogError]:
     return _BY_STATUS.get(status, CatalogError)
 
@@ -54,15 +82,21 @@ class CatalogClient:
 
     ``timeout`` bounds each request (attach and sync of a large database can take a while);
     an unreachable server raises ``CatalogError("cannot reach Strata at <url>: ...")``.
+    ``token`` is sent as ``Authorization: Bearer`` on every request (see :func:`find_token`).
     """
 
-    def __init__(self, base_url: str = DEFAULT_SERVER, timeout: float = 300.0) -> None:
+    def __init__(self, base_url: str = DEFAULT_SERVER, timeout: float = 300.0,
+                 token: str | None = None) -> None:
         if "://" not in base_url:
             base_url = f"http://{base_url}"
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self._http = httpx.Client(base_url=self.base_url,
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.base_url, headers=headers,
                                   timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
+
+    def __repr__(self) -> str:  # never the token
+        return f"CatalogClient({self.base_url!r})"
 
     def close(self) -> None:
         self._http.close()
@@ -101,6 +135,11 @@ class CatalogClient:
 
     def health(self) -> dict[str, Any]:
         result: dict[str, Any] = self._request("GET", "/health")
+        return result
+
+    def status(self) -> dict[str, Any]:
+        """Listeners, databases with their last sync, and the scheduler."""
+        result: dict[str, Any] = self._request("GET", f"{API}/status")
         return result
 
     def list_databases(self) -> list[dict[str, Any]]:

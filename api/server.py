@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import UTC, datetime
+from typing import Any
 
 import uvicorn
 
-from api.rest.app import create_app
+from api.rest.app import create_app, resolve_api_token
 from api.thrift.server import ThriftServer
 from catalog.config import Settings
 from catalog.scheduler import SyncScheduler
@@ -27,7 +29,10 @@ class StrataServer:
         self.trino_thrift = (self._thrift_listener(settings.trino_thrift_port, ClientView.TRINO)
                              if settings.trino_thrift_port else None)
         self.scheduler = SyncScheduler(self.service)
-        config = uvicorn.Config(create_app(self.service), host=settings.host,
+        self._scheduler_running = False
+        token = resolve_api_token(settings)  # never logged
+        app = create_app(self.service, token=token, status=self.status)
+        config = uvicorn.Config(app, host=settings.host,
                                 port=settings.rest_port, log_level="warning", access_log=False)
         self.rest = uvicorn.Server(config)
         self._rest_thread: threading.Thread | None = None
@@ -36,7 +41,12 @@ class StrataServer:
         s = self.settings
         return ThriftServer(self.service, s.host, port, max_connections=s.thrift_max_connections,
                             idle_timeout_s=s.thrift_idle_timeout_s,
-                            max_message_bytes=s.thrift_max_message_bytes, view=view)
+                            max_message_bytes=s.thrift_max_message_bytes, view=view,
+                            max_connections_per_client=s.thrift_max_connections_per_client,
+                            min_idle_timeout_s=s.thrift_min_idle_timeout_s,
+                            request_timeout_s=s.thrift_request_timeout_s,
+                            min_request_bytes_per_s=s.thrift_min_request_bytes_per_s,
+                            worker_idle_s=s.thrift_worker_idle_s)
 
     @property
     def rest_port(self) -> int:
@@ -46,11 +56,41 @@ class StrataServer:
                 return int(sock.getsockname()[1])
         return self.settings.rest_port
 
+    def status(self) -> dict[str, Any]:
+        """The server-level part of ``GET /api/v1/status``: listeners and the scheduler."""
+        host = self.settings.host
+        listeners = [{"name": "rest", "protocol": "http", "host": host, "port": self.rest_port},
+                     {"name": "thrift", "protocol": "thrift", "host": host,
+                      "port": self.thrift.port}]
+        if self.trino_thrift is not None:
+            listeners.append({"name": "thrift-trino", "protocol": "thrift", "host": host,
+                              "port": self.trino_thrift.port})
+        return {"listeners": listeners, "scheduler": self._scheduler_state()}
+
+    def _scheduler_state(self) -> dict[str, Any]:
+        sched = self.scheduler
+        # SyncScheduler keeps its jobs and failures private; read them under its lock.
+        with sched._lock:
+            intervals = dict(sched._jobs)
+            failures = dict(sched._failures)
+        runs: dict[str, datetime | None] = {}
+        if self._scheduler_running:
+            for job in sched._scheduler.get_jobs():
+                nxt = job.next_run_time
+                runs[job.id] = nxt.astimezone(UTC) if nxt is not None else None
+        return {"running": self._scheduler_running and bool(sched._scheduler.running),
+                "syncs": [{"db": db, "interval_s": interval,
+                           "next_sync_at": runs.get(f"sync:{db}"),
+                           "failures": failures.get(db, 0),
+                           "retry_at": runs.get(f"retry:{db}")}
+                          for db, interval in sorted(intervals.items())]}
+
     def start(self) -> StrataServer:
         self.thrift.start()
         if self.trino_thrift is not None:
             self.trino_thrift.start()
         self.scheduler.start()
+        self._scheduler_running = True
         self._rest_thread = threading.Thread(target=self.rest.run, name="rest", daemon=True)
         self._rest_thread.start()
         return self
@@ -74,6 +114,9 @@ class StrataServer:
         if self.trino_thrift is not None:
             log.info("Strata serving Trino (local:/// locations): thrift://%s:%d",
                      self.settings.host, self.trino_thrift.port)
+        if self.settings.api_token is None or not self.settings.api_token.get_secret_value():
+            log.info("REST API token (for catalogctl on this host): %s",
+                     self.settings.data_dir / "api-token")
         try:
             while self._rest_thread is not None and self._rest_thread.is_alive():
                 self._rest_thread.join(timeout=1)
@@ -82,6 +125,7 @@ class StrataServer:
 
     def stop(self) -> None:
         self.rest.should_exit = True
+        self._scheduler_running = False
         self.scheduler.stop()
         self.thrift.stop()
         if self.trino_thrift is not None:

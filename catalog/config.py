@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def _comma_list(value: Any) -> Any:
+    """``a,b`` (as the environment gives it) -> ``["a", "b"]``; lists pass as they are."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+#: A list given as ``a,b,c`` in the environment (or as a list in code).
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_comma_list)]
 
 
 class Settings(BaseSettings):
@@ -24,6 +36,22 @@ class Settings(BaseSettings):
     thrift_max_connections: int = Field(default=256, ge=1)
     thrift_idle_timeout_s: float = Field(default=600.0, gt=0)
     thrift_max_message_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    thrift_max_connections_per_client: int = Field(
+        default=64, ge=1,
+        description="open Thrift connections per client IP before that client's idle ones are "
+                    "reclaimed (over it, new ones are refused only when the server is over half "
+                    "full)")
+    thrift_min_idle_timeout_s: float = Field(
+        default=1.0, gt=0,
+        description="idle timeout when the Thrift server is nearly full (it shrinks from "
+                    "thrift_idle_timeout_s, used while under half full)")
+    thrift_request_timeout_s: float = Field(
+        default=10.0, gt=0,
+        description="time allowed to receive one Thrift request, plus its size at "
+                    "thrift_min_request_bytes_per_s (slow senders are closed)")
+    thrift_min_request_bytes_per_s: int = Field(default=64 * 1024, ge=1)
+    thrift_worker_idle_s: float = Field(
+        default=60.0, gt=0, description="idle Thrift connection threads exit after this long")
     sync_interval_s: float = Field(
         default=300.0, ge=0, description="default periodic sync per database; 0 disables"
     )
@@ -45,3 +73,20 @@ class Settings(BaseSettings):
         default_factory=dict, description="options of root_ufs, as JSON (s3.endpoint, ...)")
     fs_list_parallelism: int = Field(
         default=16, ge=1, le=256, description="parallel listings when fingerprinting data")
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token of the REST API's mutating endpoints (default: generated at "
+                    "first start into <data_dir>/api-token, mode 0600)")
+    api_read_auth: bool = Field(
+        default=False, description="require the token on the REST read endpoints too")
+    rest_max_body_bytes: int = Field(
+        default=1024 * 1024, ge=1, description="largest REST request body accepted (413 beyond)")
+    allowed_roots: CommaList = Field(
+        default_factory=list,
+        description="local folders a directory attach may read (comma-separated); empty = no "
+                    "limit. Namespace paths (strata:///) and storages served by a mount are "
+                    "always allowed")
+    allowed_metastores: CommaList = Field(
+        default_factory=list,
+        description="host[:port] patterns (fnmatch, e.g. *.corp:9083) a hive attach may "
+                    "connect to (comma-separated); empty = no limit")

@@ -23,7 +23,8 @@ REST (HTTP status + JSON body), the CLI (exit code + one line).
     │   └── UdbUnavailableError       the under-database cannot be reached (502)
     ├── UfsError                      an under storage failed (502)
     │   └── UfsUnavailableError       it cannot be listed or read: timeout, credentials, 5xx (502)
-    └── StateStoreError               the embedded state store failed (500)
+    ├── StateStoreError               the embedded state store failed (500)
+    └── PermissionDeniedError         refused by the server's policy: allowed roots/metastores (403)
 """
 
 from __future__ import annotations
@@ -121,3 +122,10 @@ class UfsError(CatalogError):
 
 class UfsUnavailableError(UfsError):
     """An under storage cannot be listed or read (timeout, credentials, 5xx): never "absent"."""
+
+
+class PermissionDeniedError(CatalogError):
+    """Refused by the server's policy (a path outside the allowed roots, a metastore not
+    allowed); the message names the rule, not what lies behind it."""
+
+    http_status = 403

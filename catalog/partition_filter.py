@@ -43,22 +43,33 @@ Semantics (per partition key, from its Hive type):
 * the default partition (``__HIVE_DEFAULT_PARTITION__``) is SQL NULL: only ``IS NULL`` matches
   it; every comparison, including ``!=``, ``NOT IN``, ``NOT LIKE`` and ``NOT (...)``, is false.
   ``NOT`` is pushed down to the leaves, so this holds under any nesting.
+
+Cost is bounded, because filters come from clients: a filter is at most
+:data:`MAX_FILTER_LENGTH` characters with at most :data:`MAX_FILTER_TERMS` conditions, ``LIKE``
+patterns are matched without backtracking (see :func:`like_matcher`: O(len(value) * len(pattern))
+per value), and a compiled predicate stops with :class:`InvalidFilterError` once it has used
+:data:`MAX_EVALUATION_CPU_SECONDS` of its thread's CPU time.
 """
 
 from __future__ import annotations
 
 import operator
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
+from time import thread_time
 from typing import Any, Final, Literal
 
 from catalog.exceptions import InvalidFilterError
 
 __all__ = [
     "DEFAULT_PARTITION_NAME",
+    "MAX_EVALUATION_CPU_SECONDS",
+    "MAX_FILTER_LENGTH",
+    "MAX_FILTER_TERMS",
     "And",
     "Between",
     "Comparison",
@@ -73,12 +84,23 @@ __all__ = [
     "StructIn",
     "compile_expr",
     "compile_filter",
+    "like_matcher",
     "like_to_regex",
     "parse_filter",
 ]
 
 #: Hive's value for a NULL partition key (same as ``catalog.models.DEFAULT_PARTITION_NAME``).
 DEFAULT_PARTITION_NAME: Final = "__HIVE_DEFAULT_PARTITION__"
+
+#: Longest filter accepted, in characters.
+MAX_FILTER_LENGTH: Final = 64 * 1024
+#: Most conditions (comparisons, IN, LIKE, ...; a STRUCT IN counts rows x columns) in a filter.
+#: Spark sends up to ``spark.sql.hive.metastorePartitionPruningInSetThreshold`` (1,000) ORed
+#: equalities for one IN, plus the rest of the predicate.
+MAX_FILTER_TERMS: Final = 5_000
+#: CPU time (of the evaluating thread) one compiled predicate may use before it gives up.
+MAX_EVALUATION_CPU_SECONDS: Final = 10.0
+_BUDGET_CHECK_EVERY: Final = 64  # partitions between two looks at the clock
 
 #: A compiled filter: takes a partition's values in key order, says whether it matches.
 Predicate = Callable[[Sequence[str]], bool]
@@ -294,6 +316,10 @@ def parse_filter(text: str) -> FilterExpr:
     """Parse a Hive partition filter; raises :class:`InvalidFilterError` saying where it fails."""
     if not text or not text.strip():
         raise InvalidFilterError("invalid partition filter: the filter is empty")
+    if len(text) > MAX_FILTER_LENGTH:
+        raise InvalidFilterError(
+            f"invalid partition filter: the filter is {len(text):,} characters long, more than "
+            f"the limit of {MAX_FILTER_LENGTH:,} (filter: {text[:100]!r}...)")
     return _Parser(text).parse()
 
 
@@ -305,6 +331,7 @@ class _Parser:
         self.text = text
         self.tokens = _tokenize(text)
         self.i = 0
+        self.terms = 0
 
     def peek(self, ahead: int = 0) -> _Token:
         return self.tokens[min(self.i + ahead, len(self.tokens) - 1)]
@@ -339,6 +366,7 @@ class _Parser:
                     ops.append(self.advance())
                 else:
                     operands.append(self._condition())
+                    self._count_terms(operands[-1], tok)
                     expect_operand = False
             elif self.is_kw(tok, "AND", "OR"):
                 self._reduce(operands, ops, _PRECEDENCE[tok.value])
@@ -357,6 +385,13 @@ class _Parser:
                 return operands[0]
             else:
                 raise self.fail(tok, f"expected AND, OR or ')' but found {self.found(tok)}")
+
+    def _count_terms(self, condition: FilterExpr, tok: _Token) -> None:
+        self.terms += (len(condition.rows) * len(condition.columns)
+                       if isinstance(condition, StructIn) else 1)
+        if self.terms > MAX_FILTER_TERMS:
+            raise self.fail(tok, f"more than {MAX_FILTER_TERMS:,} conditions (the limit of "
+                                 f"terms in a filter)")
 
     @staticmethod
     def _reduce(operands: list[FilterExpr], ops: list[_Token], min_precedence: int) -> None:
@@ -636,7 +671,11 @@ def _constant_number(const: Constant) -> int | Decimal | None:
 
 
 def like_to_regex(pattern: str) -> str:
-    """The Python regex (for ``fullmatch``) of a filter LIKE pattern; see the module docstring."""
+    """The Python regex (for ``fullmatch``) of a filter LIKE pattern; see the module docstring.
+
+    This is the reference for the semantics only: a backtracking regex engine takes exponential
+    time on it (``%%%...%X``), so filters are matched with :func:`like_matcher`.
+    """
     out: list[str] = []
     i, n = 0, len(pattern)
     while i < n:
@@ -654,6 +693,127 @@ def like_to_regex(pattern: str) -> str:
     return "".join(out)
 
 
+_ONE: Final = 1  # LIKE token: any one character (``_``, ``.``); literal characters are str
+_RUN: Final = 2  # LIKE token: any run of characters (``%``, ``.*``)
+_LikeToken = str | int
+
+
+def _like_tokens(pattern: str) -> list[_LikeToken]:
+    """Exactly the reading of :func:`like_to_regex`: escapes first, then runs, then one-chars."""
+    out: list[_LikeToken] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\" and i + 1 < n:
+            out.append(pattern[i + 1])
+            i += 2
+        elif c == "%":
+            out.append(_RUN)
+            i += 1
+        elif pattern.startswith(".*", i):
+            out.append(_RUN)
+            i += 2
+        else:
+            out.append(_ONE if c in "_." else c)
+            i += 1
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Segment:
+    """A fixed-length piece of a LIKE pattern between runs: literals and one-char wildcards."""
+
+    length: int
+    regex: str  # literals escaped, '.' for a one-char wildcard: no repetition, no alternation
+    text: str | None  # all literal
+    rx: re.Pattern[str] | None  # compiled ``regex`` when it has a one-char wildcard
+    # text and rx both None: one-char wildcards only, fits anywhere there is room
+
+    def at(self, value: str, pos: int) -> bool:
+        """Matches at ``pos`` (the caller made sure ``value`` has ``length`` characters there)."""
+        if self.text is not None:
+            return value.startswith(self.text, pos)
+        if self.rx is not None:
+            return self.rx.match(value, pos) is not None
+        return True
+
+
+def _segment(tokens: list[_LikeToken]) -> _Segment:
+    regex = "".join(re.escape(t) if isinstance(t, str) else "." for t in tokens)
+    if all(isinstance(t, str) for t in tokens):
+        return _Segment(len(tokens), regex, "".join(str(t) for t in tokens), None)
+    if all(t == _ONE for t in tokens):
+        return _Segment(len(tokens), regex, None, None)
+    return _Segment(len(tokens), regex, None, re.compile(regex, re.DOTALL))
+
+
+def like_matcher(pattern: str) -> Callable[[str], bool]:
+    """Whole-string matcher of a filter LIKE pattern, same semantics as :func:`like_to_regex`.
+
+    Linear, never backtracking: a block of wildcards is normalised to its one-char wildcards
+    followed by at most one run (``%_%_`` = ``__%``: one-chars commute with runs). That leaves
+    fixed-length segments between runs: the first must match at the start, the last at the end
+    (``startswith``/``endswith``, or a repetition-free regex when the segment holds ``_``), and
+    each middle one is taken at its leftmost fit after the previous: for fixed-length pieces the
+    leftmost fit is always as good as any other, so no choice is ever revisited. The middle
+    segments run in C as one regex of atomic lazy groups, ``(?>.*?seg1)(?>.*?seg2)...`` matched
+    from the end of the first segment up to the start of the last: each group scans forward to
+    its leftmost fit and commits (an atomic group is never re-entered, and nothing before it
+    offers a choice), so a value costs O(len(value) * len(pattern)) at worst, never exponential.
+    """
+    tokens = _like_tokens(pattern)
+    pieces: list[list[_LikeToken]] = [[]]
+    i, n = 0, len(tokens)
+    while i < n:
+        if isinstance(tokens[i], str):
+            pieces[-1].append(tokens[i])
+            i += 1
+            continue
+        ones, run = 0, False
+        while i < n and not isinstance(tokens[i], str):
+            ones += tokens[i] == _ONE
+            run = run or tokens[i] == _RUN
+            i += 1
+        pieces[-1].extend([_ONE] * ones)
+        if run:
+            pieces.append([])
+    segments = [_segment(p) for p in pieces]
+    min_length = sum(s.length for s in segments)
+    if len(segments) == 1:  # no run: the value has exactly the pattern's length
+        only = segments[0]
+        if only.text is not None:
+            literal = only.text
+            return lambda value: value == literal
+        if only.rx is not None:
+            whole = only.rx.fullmatch
+            return lambda value: whole(value) is not None
+        return lambda value: len(value) == min_length
+    first, *middle, last = segments
+    if not middle and first.text is not None and last.text is not None:
+        prefix, suffix = first.text, last.text
+        return lambda value: (len(value) >= min_length and value.startswith(prefix)
+                              and value.endswith(suffix))
+    if len(middle) == 1 and middle[0].text is not None and not first.length and not last.length:
+        needle = middle[0].text
+        return lambda value: needle in value
+    first_length, last_length = first.length, last.length
+    if not middle:
+        def ends(value: str) -> bool:
+            return (len(value) >= min_length and first.at(value, 0)
+                    and last.at(value, len(value) - last_length))
+
+        return ends
+    middles = re.compile("".join(f"(?>.*?{s.regex})" for s in middle), re.DOTALL).match
+
+    def match(value: str) -> bool:
+        if len(value) < min_length or not first.at(value, 0):
+            return False
+        end = len(value) - last_length
+        return last.at(value, end) and middles(value, first_length, end) is not None
+
+    return match
+
+
 # --- compiler ------------------------------------------------------------------------------------
 
 _COMPARE: Final[dict[str, Callable[[Any, Any], bool]]] = {
@@ -664,28 +824,66 @@ _NEGATED: Final[dict[CompareOp, CompareOp]] = {"=": "!=", "!=": "=", "<": ">=", 
 
 
 def compile_filter(text: str, partition_keys: Sequence[tuple[str, str]], *,
-                   default_partition_name: str = DEFAULT_PARTITION_NAME) -> Predicate:
+                   default_partition_name: str = DEFAULT_PARTITION_NAME,
+                   max_cpu_seconds: float | None = MAX_EVALUATION_CPU_SECONDS) -> Predicate:
     """Compile a Hive partition filter for a table's ``(name, hive_type)`` partition keys.
 
     The predicate takes a partition's values (strings, in key order). Raises
-    :class:`InvalidFilterError` on a syntax error (saying where) or an unknown column (naming it).
+    :class:`InvalidFilterError` on a syntax error (saying where), an unknown column (naming it)
+    or a filter over the size limits; the predicate raises it once its calls have used
+    ``max_cpu_seconds`` of CPU time (``None``: no limit).
     """
     return compile_expr(parse_filter(text), partition_keys,
-                        default_partition_name=default_partition_name)
+                        default_partition_name=default_partition_name,
+                        max_cpu_seconds=max_cpu_seconds)
 
 
 def compile_expr(expr: FilterExpr, partition_keys: Sequence[tuple[str, str]], *,
-                 default_partition_name: str = DEFAULT_PARTITION_NAME) -> Predicate:
+                 default_partition_name: str = DEFAULT_PARTITION_NAME,
+                 max_cpu_seconds: float | None = MAX_EVALUATION_CPU_SECONDS) -> Predicate:
     """Compile a parsed filter (see :func:`compile_filter`)."""
     compiler = _Compiler(partition_keys, default_partition_name)
     try:
-        return compiler.compile(expr, False)
+        predicate = compiler.compile(expr, False)
     except RecursionError:
         raise InvalidFilterError("invalid partition filter: nested too deeply") from None
+    return predicate if max_cpu_seconds is None else _budgeted(predicate, max_cpu_seconds)
+
+
+def _budgeted(predicate: Predicate, seconds: float) -> Predicate:
+    """``predicate``, raising :class:`InvalidFilterError` once its calls have used ``seconds`` of
+    the calling thread's CPU time (counted from the first call; the clock is read every
+    :data:`_BUDGET_CHECK_EVERY` calls)."""
+    clock = thread_time
+    countdown = 1
+    deadline = 0.0
+    thread = -1
+    calls = 0
+
+    def budgeted(values: Sequence[str]) -> bool:
+        nonlocal countdown, deadline, thread, calls
+        countdown -= 1
+        if not countdown:
+            countdown = _BUDGET_CHECK_EVERY
+            calls += _BUDGET_CHECK_EVERY
+            now = clock()
+            if thread != threading.get_ident():  # first call, or evaluated by another thread
+                thread = threading.get_ident()
+                deadline = now + seconds
+            elif now > deadline:
+                raise InvalidFilterError(
+                    f"invalid partition filter: filter evaluation exceeded {seconds:g} s of CPU "
+                    f"time (after about {calls:,} partitions); simplify the filter")
+        return predicate(values)
+
+    return budgeted
 
 
 def _never(values: Sequence[str]) -> bool:
     return False
+
+
+_MERGED: Final = IsNull("")  # placeholder for an operand folded into an earlier IN
 
 
 class _Compiler:
@@ -733,7 +931,8 @@ class _Compiler:
         if isinstance(node, Not):
             return self.compile(node.operand, not negate)
         if isinstance(node, (And, Or)):
-            parts = [self.compile(p, negate) for p in node.operands]
+            operands = self.merge_equalities(node.operands) if isinstance(node, Or) else node.operands
+            parts = [self.compile(p, negate) for p in operands]
             return _all(parts) if isinstance(node, And) != negate else _any(parts)
         if isinstance(node, Comparison):
             op = _NEGATED[node.op] if negate else node.op
@@ -751,6 +950,28 @@ class _Compiler:
                             for row in node.rows))
             return self.compile(rows, node.negated != negate)
         raise TypeError(f"not a filter expression: {node!r}")
+
+    def merge_equalities(self, operands: tuple[FilterExpr, ...]) -> tuple[FilterExpr, ...]:
+        """ORed equalities on one column (Spark's rendering of IN) as one IN: a set lookup
+        instead of one call per value. Only values compared in the same domain are merged, which
+        is exactly when IN and the ORed (or, negated, ANDed ``!=``) comparisons agree."""
+        groups: dict[tuple[str, Converter], list[int]] = {}
+        for i, p in enumerate(operands):
+            if isinstance(p, Comparison) and p.op == "=" and p.column.lower() in self.columns:
+                _, kind = self.columns[p.column.lower()]
+                groups.setdefault((p.column.lower(), self.domain(kind, p.value)[0]), []).append(i)
+        merged: dict[int, FilterExpr] = {}
+        for idxs in groups.values():
+            if len(idxs) > 1:
+                first = operands[idxs[0]]
+                assert isinstance(first, Comparison)
+                merged[idxs[0]] = In(first.column, tuple(
+                    c.value for c in (operands[i] for i in idxs) if isinstance(c, Comparison)))
+                merged.update((i, _MERGED) for i in idxs[1:])
+        if not merged:
+            return operands
+        return tuple(m for m in (merged.get(i, p) for i, p in enumerate(operands))
+                     if m is not _MERGED)
 
     def comparison(self, column: str, op: CompareOp, const: Constant) -> Predicate:
         idx, kind = self.column(column)
@@ -824,13 +1045,12 @@ class _Compiler:
 
     def like(self, node: Like, negated: bool) -> Predicate:
         idx, _ = self.column(node.column)
-        match = re.compile(like_to_regex(node.pattern), re.DOTALL).fullmatch
+        match = like_matcher(node.pattern)
         default_name = self.default_name
 
         def like(values: Sequence[str]) -> bool:
             v = values[idx]
-            return (v is not None and v != default_name
-                    and (match(v) is None) == negated)
+            return v is not None and v != default_name and match(v) != negated
 
         return like
 

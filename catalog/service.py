@@ -77,7 +77,9 @@ COMMON_OPTIONS = frozenset({"include.tables", "ignore.tables", "bypass.tables", 
 #: is served, empty, until a database is attached under that name.
 DEFAULT_DB = "default"
 
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$")
+#: A database name: letters, digits, '_' and '-', not starting with '-', at most Hive's 128
+#: characters (``\Z``: a trailing newline is not let through as ``$`` would).
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]{0,127}\Z")
 
 
 @dataclass(frozen=True)
@@ -314,8 +316,9 @@ class CatalogService:
         options = dict(options or {})
         db_name = (name or source_db).lower()
         if not _NAME.match(db_name):
-            raise InvalidInputError(f"'{db_name}' is not a valid database name "
-                                    "(letters, digits, '_' and '-')")
+            shown = repr(db_name[:64])[1:-1] + ("..." if len(db_name) > 64 else "")
+            raise InvalidInputError(f"'{shown}' is not a valid database name (letters, digits, "
+                                    "'_' and '-', not starting with '-', at most 128 characters)")
         table_opts = TableOptions.parse(options)
         interval = _sync_interval(options)
         ServePolicy.parse(options)
@@ -361,6 +364,48 @@ class CatalogService:
 
     def _open_udb(self, udb_type: str, uri: str, source_db: str,
                   options: Mapping[str, str]) -> UnderDatabase:
+        # The server's policy first: nothing is read nor connected to before it allows it.
+        import fnmatch
+        import heapq
+        import os
+
+        from catalog.exceptions import PermissionDeniedError
+
+        roots, metastores = self.settings.allowed_roots, self.settings.allowed_metastores
+        if udb_type == "directory" and roots and not uri.startswith("strata:"):
+            # strata:/// paths and storages served by a mount are the admin's choice.
+            try:
+                target = normalize_uri(uri.split("?", 1)[0])
+            except InvalidInputError:
+                target = None  # the connector names what is wrong with it
+            if target is not None and self.fs.reverse(target) is None:
+                if not target.startswith("file://"):
+                    raise PermissionDeniedError(
+                        f"directory URI '{uri}' is not served by a mount (only local paths "
+                        "under CATALOG_ALLOWED_ROOTS or mounted storages may be attached)")
+                local = target[len("file://"):]
+                paths = [local] + ([os.path.join(local, source_db)]
+                                   if source_db not in ("", ".") and "/" not in source_db
+                                   else [])
+                real_roots = [os.path.realpath(r.strip().removeprefix("file://"))
+                              for r in roots if r.strip()]
+                for p in paths:
+                    real = os.path.realpath(p)  # a symlink may not lead out of the roots
+                    if not any(real == r or real.startswith(r.rstrip("/") + "/")
+                               for r in real_roots):
+                        raise PermissionDeniedError(
+                            f"directory URI '{uri}' is outside the allowed roots "
+                            "(CATALOG_ALLOWED_ROOTS)")
+        if udb_type == "hive" and metastores:
+            from catalog.udb.hive import parse_thrift_uri
+
+            host, port = parse_thrift_uri(uri)
+            host = host.lower()
+            if not any(fnmatch.fnmatchcase(f"{host}:{port}" if ":" in pat else host,
+                                           pat.strip().lower())
+                       for pat in metastores if pat.strip()):
+                raise PermissionDeniedError(
+                    f"metastore {host}:{port} is not allowed (CATALOG_ALLOWED_METASTORES)")
         udb = self._udb_factory(udb_type, uri, source_db,
                                 {k: v for k, v in options.items() if k not in COMMON_OPTIONS},
                                 self.settings, fs=self.fs)
@@ -368,8 +413,11 @@ class CatalogService:
         if unknown:
             udb.close()
             known = ", ".join(sorted(COMMON_OPTIONS | udb.OPTIONS))
+            shown = heapq.nsmallest(5, unknown)  # the first five, without sorting them all
+            more = f" and {len(unknown) - len(shown)} more" if len(unknown) > len(shown) else ""
             raise InvalidOptionError(
-                f"unknown option(s) {', '.join(sorted(unknown))} for '{udb_type}' (known: {known})")
+                f"unknown option(s) {', '.join(repr(k)[1:-1][:64] for k in shown)}{more} "
+                f"for '{udb_type}' (known: {known})")
         return udb
 
     def _fetch(self, udb: UnderDatabase, db_name: str, table_opts: TableOptions,
@@ -451,7 +499,16 @@ class CatalogService:
             with self.store.transaction() as conn:
                 if table is None and info != rec.info:
                     self.store.update_database_info(conn, rec.name, info)
+                # Tables the UDB could not read now (a file unreadable or vanished while read):
+                # not a verdict on the table, so their last synced state stays served.
+                unreadable: Mapping[str, str] = udb.unreadable
                 for key, old in current.items():
+                    if key not in fetched and key in unreadable:
+                        report.warnings.append(
+                            f"table '{rec.name}.{old.name}' still served as last synced: its "
+                            "data could not be read now (see the warning above)")
+                        report.tables.unchanged += 1
+                        continue
                     if key not in fetched:
                         self.store.delete_table(conn, old.id)
                         report.tables.removed += 1

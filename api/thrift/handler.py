@@ -63,17 +63,31 @@ def _wrap_field(field_id: int, ttype: int, payload: bytes) -> bytes:
 
 @lru_cache(maxsize=1024)
 def hive_pattern(pattern: str | None) -> re.Pattern[str]:
-    """Hive's name patterns: ``*`` is any run of characters, ``|`` separates alternatives."""
+    """Hive's name patterns: ``*`` is any run of characters, ``|`` separates alternatives.
+
+    Case-insensitive, whole name. ``.`` is any one character (so ``.*`` is one or more, as in
+    Hive, which turns ``*`` into ``.*`` of a regex); every other character is literal: client
+    text is never compiled as a regex. The regex built is linear: the fixed-length pieces between
+    runs are each taken at their leftmost fit by an atomic lazy group ``(?>.*?piece)`` — for
+    fixed-length pieces the leftmost fit is as good as any, so nothing is ever backtracked into —
+    and only the last run backtracks, over one piece: O(len(name) * len(pattern)).
+    """
     if not pattern or pattern == "*":
         return re.compile(".*", re.S)
     parts = []
     for alt in pattern.split("|"):
-        regex = alt.strip().replace("*", ".*")
-        try:
-            re.compile(regex)
-        except re.error:
-            regex = re.escape(alt.strip()).replace(r"\*", ".*")
-        parts.append(f"(?:{regex})")
+        pieces: list[list[str]] = [[]]
+        for c in alt.strip():
+            if c == "*":
+                if pieces[-1] or len(pieces) == 1:  # '**' is one run
+                    pieces.append([])
+            else:
+                pieces[-1].append("." if c == "." else re.escape(c))
+        first, *rest = ["".join(p) for p in pieces]
+        if rest:
+            *middle, last = rest
+            first += "".join(f"(?>.*?{m})" for m in middle) + ".*" + last
+        parts.append(f"(?:{first})")
     return re.compile("|".join(parts), re.I | re.S)
 
 

@@ -34,5 +34,6 @@ def digest_entries(entries: list[tuple[str, int, int]]) -> str:
     """The fingerprint of (relative path, size, mtime in ns) entries, in any order."""
     h = hashlib.blake2b(digest_size=16)
     for name, size, mtime in sorted(entries):
-        h.update(f"{name}\0{size}\0{mtime}\n".encode())
+        # Names that are not UTF-8 come surrogate-escaped from the listing: digest their bytes.
+        h.update(f"{name}\0{size}\0{mtime}\n".encode("utf-8", "surrogateescape"))
     return f"{len(entries)}:{h.hexdigest()}"

@@ -135,9 +135,15 @@ class NsEntry:
         return posixpath.basename(self.path) or "/"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "name": self.name, "is_dir": self.is_dir, "size": self.size,
-                "mtime_ns": self.mtime_ns, "ufs_uri": self.ufs_uri,
+        """For display: names that are not UTF-8 shown ``\\x``-escaped."""
+        return {"path": _shown(self.path), "name": _shown(self.name), "is_dir": self.is_dir,
+                "size": self.size, "mtime_ns": self.mtime_ns,
+                "ufs_uri": None if self.ufs_uri is None else _shown(self.ufs_uri),
                 "mount_point": self.mount_point}
+
+
+def _shown(text: str) -> str:
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 class Namespace:

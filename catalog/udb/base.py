@@ -28,6 +28,9 @@ class UnderDatabase(ABC):
         self.fs = fs if fs is not None else Namespace()
         #: Problems of the last reads that skipped something (a table, a column), for humans.
         self.problems: list[str] = []
+        #: Tables (lower-cased name -> reason) that exist but could not be read this time: sync
+        #: keeps serving their last state instead of removing them.
+        self.unreadable: dict[str, str] = {}
 
     @abstractmethod
     def get_database(self) -> Database:

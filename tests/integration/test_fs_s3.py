@@ -102,7 +102,8 @@ def test_s3_mount_ls_stat_cat_and_secrets(tmp_path: Path, s3_server: MotoS3Serve
     _put(s3_server, s3_bucket, {"lake/t/a.csv": b"id\n1\n", "lake/t/b.csv": b"id\n2\n3\n"})
     service = CatalogService(Settings(data_dir=tmp_path / "state", sync_interval_s=0))
     try:
-        rest = TestClient(create_app(service))
+        rest = TestClient(create_app(service, token="s3-test-token"),
+                          headers={"Authorization": "Bearer s3-test-token"})
         answer = rest.post("/api/v1/fs/mounts", json={
             "path": "/s3lake", "ufs_uri": f"s3a://{s3_bucket}/lake",
             "options": s3_server.options()})
@@ -205,7 +206,8 @@ def test_s3_outage_during_sync_changes_nothing_served(tmp_path: Path, s3_server:
             after = {t: service.table_record("sales", t) for t in ("items", "orders")}
             assert after == before, mode  # same records, same versions: nothing served changed
             assert service.partition_names("sales", "orders") == parts_before
-            rest = TestClient(create_app(service))
+            rest = TestClient(create_app(service, token="s3-test-token"),
+                              headers={"Authorization": "Bearer s3-test-token"})
             answer = rest.post("/api/v1/databases/sales/sync")
             assert answer.status_code == 502 and answer.json()["error"]["report"]["errors"]
         s3_proxy.mode = "pass"

@@ -31,6 +31,7 @@ from tests.support.fake_udb import FakeSource, sample_source
 from tests.support.ports import LOOPBACK, free_port
 
 REPO = Path(__file__).resolve().parents[2]
+TOKEN = "cli-test-token-0123456789"
 
 
 class Server:
@@ -46,7 +47,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     service = CatalogService(Settings(data_dir=tmp_path_factory.mktemp("state")),
                              udb_factory=source.factory)
     port = free_port()
-    rest = uvicorn.Server(uvicorn.Config(create_app(service), host=LOOPBACK, port=port,
+    rest = uvicorn.Server(uvicorn.Config(create_app(service, token=TOKEN), host=LOOPBACK, port=port,
                                          log_level="warning", access_log=False))
     thread = threading.Thread(target=rest.run, name="test-rest", daemon=True)
     thread.start()
@@ -67,6 +68,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def srv(server: Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
     """The shared server, reset: nothing attached, a fresh fake source, CATALOG_SERVER set."""
     monkeypatch.setenv("CATALOG_SERVER", server.url)
+    monkeypatch.setenv("CATALOG_API_TOKEN", TOKEN)
     fresh = sample_source()
     server.source.__dict__.update(fresh.__dict__)
     yield server
@@ -265,7 +267,7 @@ def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_client_raises_the_server_error_classes(srv: Server) -> None:
-    with CatalogClient(srv.url, timeout=10) as client:
+    with CatalogClient(srv.url, timeout=10, token=TOKEN) as client:
         client.attach_database("hive", "thrift://h:9083", "sales")
         with pytest.raises(NoSuchTableError, match=r"^table 'sales.nope' does not exist$"):
             client.get_table("sales", "nope")
@@ -381,3 +383,42 @@ def test_fs_mount_hides_secrets(srv: Server, capsys: pytest.CaptureFixture[str],
                        "-o", "s3.endpoint=ftp://nowhere")
     assert code == 2 and "s3.endpoint must be http(s)" in err
     assert "TOPSECRET" not in err
+
+
+# -- the token and status ------------------------------------------------------------------------
+
+
+def test_token_from_flag_env_or_data_dir(srv: Server, capsys: pytest.CaptureFixture[str],
+                                         monkeypatch: pytest.MonkeyPatch,
+                                         tmp_path: Path) -> None:
+    monkeypatch.delenv("CATALOG_API_TOKEN")
+    monkeypatch.setenv("CATALOG_DATA_DIR", str(tmp_path / "none"))
+    code, out, err = run(capsys, "attach-db", "hive", "thrift://h:9083", "sales")
+    assert code == 1 and out == "" and "authentication required" in err
+    code, _, err = run(capsys, "--token", "wrong-token", "attach-db", "hive", "thrift://h:9083",
+                       "sales")
+    assert code == 1 and "invalid API token" in err and "wrong-token" not in err
+    (tmp_path / "dd").mkdir()
+    (tmp_path / "dd" / "api-token").write_text(TOKEN + "\n")
+    code, out, err = run(capsys, "attach-db", "--data-dir", str(tmp_path / "dd"), "hive",
+                         "thrift://h:9083", "sales")
+    assert (code, err) == (0, "") and "attached 'sales'" in out
+    code, _, err = run(capsys, "detach-db", "sales", "--token", TOKEN)
+    assert (code, err) == (0, "")
+    assert run(capsys, "ls")[0] == 0  # reads need no token
+
+
+def test_status_text_and_json(srv: Server, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "attach-db", "hive", "thrift://h:9083", "sales")[0] == 0
+    srv.source.unreachable = True
+    assert run(capsys, "sync", "sales")[0] == 1
+    code, out, err = run(capsys, "status")
+    assert (code, err) == (0, "")
+    assert "listeners:" in out and "(not known)" in out and "scheduler: not running" in out
+    line = next(li for li in out.splitlines() if li.strip().startswith("sales"))
+    assert "1 error(s)" in line and "off" in line
+    assert "last sync errors:" in out and "sales: " in out
+    code, out, _ = run(capsys, "--json", "status")
+    st = json.loads(out)
+    assert code == 0 and st["listeners"] == [] and st["scheduler"] is None
+    assert [d["name"] for d in st["databases"] if d["name"] == "sales"] == ["sales"]

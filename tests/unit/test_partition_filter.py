@@ -463,3 +463,40 @@ def test_hundred_thousand_partitions() -> None:
                 and p[2] == "us-east"]
     assert selected == expected and len(selected) > 0
     assert elapsed < 10  # generous; typically ~0.1 s
+
+
+# --- ORed equalities as a set lookup -------------------------------------------------------------
+
+
+def test_ored_equalities_mean_the_same_as_before() -> None:
+    """ORed equalities on one column are evaluated as a set lookup: same answers, NULL and
+    mixed-kind constants included, under NOT too."""
+    import random
+
+    rng = random.Random(7)
+    keys = [("n", "int"), ("s", "string"), ("d", "date")]
+    constants = {"n": ["1", "2", "'3'", "'x'", "-4", "2.0", "'__HIVE_DEFAULT_PARTITION__'"],
+                 "s": ["'a'", "'b'", "1", "'__HIVE_DEFAULT_PARTITION__'", "'2020-01-01'"],
+                 "d": ["'2020-01-01'", "2020-01-02", "'bad'", "timestamp '2020-01-01 00:00:00'"]}
+    values = {"n": ["1", "2", "3", "x", "-4", "02", DEFAULT_PARTITION_NAME],
+              "s": ["a", "b", "1", "2020-01-01", DEFAULT_PARTITION_NAME],
+              "d": ["2020-01-01", "2020-01-02", "bad", DEFAULT_PARTITION_NAME]}
+    rows = [(n, s, d) for n in values["n"] for s in values["s"] for d in values["d"]]
+    for _ in range(300):
+        terms = []
+        for _ in range(rng.randint(2, 8)):
+            col = rng.choice(list(constants))
+            terms.append(f"{col} = {rng.choice(constants[col])}")
+        text = " or ".join(terms)
+        if rng.random() < 0.5:
+            text = f"not ({text})"
+        combined = compile_filter(text, keys)
+        # the reference: each equality on its own (nothing to merge), combined in Python
+        singles = [compile_filter(t, keys) for t in terms]
+        negated = [compile_filter(f"not ({t})", keys) for t in terms]
+        for row in rows:
+            if text.startswith("not"):
+                want = all(p(row) for p in negated)
+            else:
+                want = any(p(row) for p in singles)
+            assert combined(row) == want, (text, row)

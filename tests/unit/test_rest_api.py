@@ -31,9 +31,13 @@ def service(tmp_path: Path, source: FakeSource) -> Iterator[CatalogService]:
     svc.close()
 
 
+TOKEN = "test-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
 @pytest.fixture
 def client(service: CatalogService) -> Iterator[TestClient]:
-    with TestClient(create_app(service)) as c:
+    with TestClient(create_app(service, token=TOKEN), headers=AUTH) as c:
         yield c
 
 
