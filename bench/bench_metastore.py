@@ -492,9 +492,10 @@ class StrataProcess:
         if self.launcher == "cli":
             import httpx
 
+            token = (Path(self.data_dir) / "api-token").read_text().strip()
             r = httpx.post(f"http://{HOST}:{self.rest_port}/api/v1/databases",
                            json={"udb_type": "hive", "uri": hms_uri, "source_db": db},
-                           timeout=None)
+                           headers={"Authorization": f"Bearer {token}"}, timeout=None)
             if r.status_code != 201:
                 raise RuntimeError(f"attach of {db} failed: {r.status_code} {r.text[:500]}")
             report: dict[str, Any] = r.json()

@@ -10,6 +10,7 @@ WORK=$(mktemp -d)
 THRIFT_PORT=${DEMO_THRIFT_PORT:-9083}
 REST_PORT=${DEMO_REST_PORT:-8080}
 export CATALOG_SERVER="http://127.0.0.1:$REST_PORT"
+export CATALOG_DATA_DIR="$WORK/state"  # where catalogctl finds the API token the server made
 "$PY" scripts/sample_lake.py "$WORK/lake" >/dev/null
 "$PY" -m api.cli serve --data-dir "$WORK/state" --thrift-port "$THRIFT_PORT" \
   --rest-port "$REST_PORT" >"$WORK/serve.log" 2>&1 &
