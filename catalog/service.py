@@ -14,6 +14,7 @@ transformed partition's source change serves its source again in the same transa
 from __future__ import annotations
 
 import gc
+import heapq
 import re
 import threading
 import time
@@ -38,6 +39,7 @@ from catalog.exceptions import (
 )
 from catalog.fs.namespace import Mount, Namespace, redact
 from catalog.fs.ufs import is_within, normalize_uri
+from catalog.access import check_attach_allowed
 from catalog.options import seconds_option
 from catalog.models import (
     Database,
@@ -365,47 +367,7 @@ class CatalogService:
     def _open_udb(self, udb_type: str, uri: str, source_db: str,
                   options: Mapping[str, str]) -> UnderDatabase:
         # The server's policy first: nothing is read nor connected to before it allows it.
-        import fnmatch
-        import heapq
-        import os
-
-        from catalog.exceptions import PermissionDeniedError
-
-        roots, metastores = self.settings.allowed_roots, self.settings.allowed_metastores
-        if udb_type == "directory" and roots and not uri.startswith("strata:"):
-            # strata:/// paths and storages served by a mount are the admin's choice.
-            try:
-                target = normalize_uri(uri.split("?", 1)[0])
-            except InvalidInputError:
-                target = None  # the connector names what is wrong with it
-            if target is not None and self.fs.reverse(target) is None:
-                if not target.startswith("file://"):
-                    raise PermissionDeniedError(
-                        f"directory URI '{uri}' is not served by a mount (only local paths "
-                        "under CATALOG_ALLOWED_ROOTS or mounted storages may be attached)")
-                local = target[len("file://"):]
-                paths = [local] + ([os.path.join(local, source_db)]
-                                   if source_db not in ("", ".") and "/" not in source_db
-                                   else [])
-                real_roots = [os.path.realpath(r.strip().removeprefix("file://"))
-                              for r in roots if r.strip()]
-                for p in paths:
-                    real = os.path.realpath(p)  # a symlink may not lead out of the roots
-                    if not any(real == r or real.startswith(r.rstrip("/") + "/")
-                               for r in real_roots):
-                        raise PermissionDeniedError(
-                            f"directory URI '{uri}' is outside the allowed roots "
-                            "(CATALOG_ALLOWED_ROOTS)")
-        if udb_type == "hive" and metastores:
-            from catalog.udb.hive import parse_thrift_uri
-
-            host, port = parse_thrift_uri(uri)
-            host = host.lower()
-            if not any(fnmatch.fnmatchcase(f"{host}:{port}" if ":" in pat else host,
-                                           pat.strip().lower())
-                       for pat in metastores if pat.strip()):
-                raise PermissionDeniedError(
-                    f"metastore {host}:{port} is not allowed (CATALOG_ALLOWED_METASTORES)")
+        check_attach_allowed(self.settings, self.fs, udb_type, uri, source_db)
         udb = self._udb_factory(udb_type, uri, source_db,
                                 {k: v for k, v in options.items() if k not in COMMON_OPTIONS},
                                 self.settings, fs=self.fs)
