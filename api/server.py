@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime
+
 from typing import Any
 
 import uvicorn
@@ -68,22 +68,9 @@ class StrataServer:
         return {"listeners": listeners, "scheduler": self._scheduler_state()}
 
     def _scheduler_state(self) -> dict[str, Any]:
-        sched = self.scheduler
-        # SyncScheduler keeps its jobs and failures private; read them under its lock.
-        with sched._lock:
-            intervals = dict(sched._jobs)
-            failures = dict(sched._failures)
-        runs: dict[str, datetime | None] = {}
-        if self._scheduler_running:
-            for job in sched._scheduler.get_jobs():
-                nxt = job.next_run_time
-                runs[job.id] = nxt.astimezone(UTC) if nxt is not None else None
-        return {"running": self._scheduler_running and bool(sched._scheduler.running),
-                "syncs": [{"db": db, "interval_s": interval,
-                           "next_sync_at": runs.get(f"sync:{db}"),
-                           "failures": failures.get(db, 0),
-                           "retry_at": runs.get(f"retry:{db}")}
-                          for db, interval in sorted(intervals.items())]}
+        state = self.scheduler.state()
+        state["running"] = self._scheduler_running and state["running"]
+        return state
 
     def start(self) -> StrataServer:
         self.thrift.start()

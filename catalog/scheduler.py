@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -118,6 +119,25 @@ class SyncScheduler:
             self._scheduler.add_job(self._sync, "date", args=[db], id=f"retry:{db}",
                                     replace_existing=True,
                                     run_date=datetime.now() + timedelta(seconds=delay))
+
+    def state(self) -> dict[str, Any]:
+        """What an operator needs to see: running, and per database its interval, next sync,
+        failures in a row and the time of the pending retry (UTC)."""
+        with self._lock:
+            intervals = dict(self._jobs)
+            failures = dict(self._failures)
+        running = bool(self._scheduler.running)
+        runs: dict[str, datetime | None] = {}
+        if running:
+            for job in self._scheduler.get_jobs():
+                nxt = job.next_run_time
+                runs[job.id] = nxt.astimezone(UTC) if nxt is not None else None
+        return {"running": running,
+                "syncs": [{"db": db, "interval_s": interval,
+                           "next_sync_at": runs.get(f"sync:{db}"),
+                           "failures": failures.get(db, 0),
+                           "retry_at": runs.get(f"retry:{db}")}
+                          for db, interval in sorted(intervals.items())]}
 
     def stop(self) -> None:
         self._scheduler.shutdown(wait=False)
