@@ -161,7 +161,8 @@ class Namespace:
         self._ufs: dict[str, UnderFileSystem] = {}
         self._adhoc: dict[str, UnderFileSystem] = {}
         if root_ufs is None and store is not None:
-            root_ufs = (store.data_dir / "catalog").resolve().as_uri()
+            # Raw, not Path.as_uri(): storage URIs are not percent-decoded anywhere.
+            root_ufs = "file://" + str((store.data_dir / "catalog").resolve())
         if root_ufs is not None:
             root = self._validated(CATALOG_ROOT, root_ufs, root_options or {}, builtin=True)
             self._mounts[root.path] = root
