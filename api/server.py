@@ -29,7 +29,6 @@ class StrataServer:
         self.trino_thrift = (self._thrift_listener(settings.trino_thrift_port, ClientView.TRINO)
                              if settings.trino_thrift_port else None)
         self.scheduler = SyncScheduler(self.service)
-        self._scheduler_running = False
         token = resolve_api_token(settings)  # never logged
         app = create_app(self.service, token=token, status=self.status)
         config = uvicorn.Config(app, host=settings.host,
@@ -65,19 +64,13 @@ class StrataServer:
         if self.trino_thrift is not None:
             listeners.append({"name": "thrift-trino", "protocol": "thrift", "host": host,
                               "port": self.trino_thrift.port})
-        return {"listeners": listeners, "scheduler": self._scheduler_state()}
-
-    def _scheduler_state(self) -> dict[str, Any]:
-        state = self.scheduler.state()
-        state["running"] = self._scheduler_running and state["running"]
-        return state
+        return {"listeners": listeners, "scheduler": self.scheduler.state()}
 
     def start(self) -> StrataServer:
         self.thrift.start()
         if self.trino_thrift is not None:
             self.trino_thrift.start()
         self.scheduler.start()
-        self._scheduler_running = True
         self._rest_thread = threading.Thread(target=self.rest.run, name="rest", daemon=True)
         self._rest_thread.start()
         return self
@@ -112,7 +105,6 @@ class StrataServer:
 
     def stop(self) -> None:
         self.rest.should_exit = True
-        self._scheduler_running = False
         self.scheduler.stop()
         self.thrift.stop()
         if self.trino_thrift is not None:

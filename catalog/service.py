@@ -38,7 +38,7 @@ from catalog.exceptions import (
     UdbError,
 )
 from catalog.fs.namespace import Mount, Namespace, redact
-from catalog.fs.ufs import is_within, normalize_uri
+from catalog.fs.ufs import fold_scheme, is_within, normalize_uri
 from catalog.access import check_attach_allowed
 from catalog.options import seconds_option
 from catalog.models import (
@@ -57,7 +57,7 @@ from catalog.serving import (
     served_partition,
     served_table,
 )
-from catalog.store import DatabaseRecord, StateStore, TableRecord
+from catalog.store import DatabaseRecord, PartitionRecord, StateStore, TableRecord
 from catalog.udb import load_udb
 from catalog.udb.base import UnderDatabase
 from catalog.views import (
@@ -271,10 +271,15 @@ class CatalogService:
     def served_partitions(self, db: str, table: str, names: Sequence[str],
                           view: ClientView = ClientView.VERBATIM) -> list[tuple[str, Partition]]:
         """(name, partition as served) of the ``names`` that exist, in the order given."""
-        rec = self.table_record(db, table)
+        return [(r.name, served) for r, _, served in
+                self._served(self.table_record(db, table), names, view)]
+
+    def _served(self, rec: TableRecord, names: Sequence[str], view: ClientView
+                ) -> list[tuple[PartitionRecord, Layout | None, Partition]]:
+        """(stored record, current layout, partition as served) of the ``names`` that exist."""
         found = self.store.partitions(rec.id, names)
         layouts = self._layouts_of(rec, [r.name for r in found])
-        return [(r.name, served_partition(r.partition, layouts.get(r.name), view))
+        return [(r, layouts.get(r.name), served_partition(r.partition, layouts.get(r.name), view))
                 for r in found]
 
     def partition_name_of(self, db: str, table: str, values: Sequence[str]) -> str:
@@ -727,13 +732,10 @@ class CatalogService:
 
     def partition_outs(self, db: str, table: str, names: Sequence[str],
                        view: ClientView = ClientView.VERBATIM) -> list[PartitionOut]:
-        rec = self.table_record(db, table)
-        layouts = self._layouts_of(rec, names)
-        sources = {r.name: r.partition.sd.location for r in self.store.partitions(rec.id, names)}
-        return [PartitionOut(**dict(p), name=n, source_location=sources.get(n),
-                             layout=f"transformed v{layouts[n].version}" if n in layouts
-                             else "source")
-                for n, p in self.served_partitions(db, table, names, view)]
+        return [PartitionOut(**dict(served), name=r.name,
+                             source_location=r.partition.sd.location,
+                             layout=f"transformed v{layout.version}" if layout else "source")
+                for r, layout, served in self._served(self.table_record(db, table), names, view)]
 
     def close(self) -> None:
         self.fs.close()
@@ -797,10 +799,9 @@ class _LocationIndex:
     @staticmethod
     def _key(location: str) -> str | None:
         try:
-            uri = normalize_uri(location)
+            return fold_scheme(normalize_uri(location))
         except CatalogError:
             return None
-        return "s3://" + uri[len("s3a://"):] if uri.startswith("s3a://") else uri
 
     def add(self, location: str, owner: LocationOwner) -> None:
         key = self._key(location)

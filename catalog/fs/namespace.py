@@ -42,8 +42,9 @@ from catalog.fs.ufs import (
     UnderFileSystem,
     is_within,
     load_ufs,
+    fold_scheme,
     normalize_uri,
-    split_uri,
+    uri_scheme,
 )
 
 if TYPE_CHECKING:
@@ -84,11 +85,6 @@ def _under(path: str, root: str) -> bool:
     return root == "/" or path == root or path.startswith(root + "/")
 
 
-def _fold(uri: str) -> str:
-    """``s3a://`` and ``s3://`` name the same objects."""
-    return "s3://" + uri[len("s3a://"):] if uri.startswith("s3a://") else uri
-
-
 @dataclass(frozen=True)
 class Mount:
     """A mount point: namespace ``path`` served by the storage at ``ufs_uri``."""
@@ -115,7 +111,7 @@ class Mount:
         return self.ufs_uri.rstrip("/") + "/" + rest if rest else self.ufs_uri
 
     def to_path(self, uri: str) -> str:
-        rest = _fold(uri)[len(_fold(self.ufs_uri)):].lstrip("/")
+        rest = fold_scheme(uri)[len(fold_scheme(self.ufs_uri)):].lstrip("/")
         return (self.path.rstrip("/") + "/" + rest) if rest else self.path
 
 
@@ -188,7 +184,7 @@ class Namespace:
                 raise AlreadyExistsError(f"'{m.path}' is a mount point already "
                                          f"({self._mounts[m.path].ufs_uri})")
             for other in self._mounts.values():
-                a, b = _fold(m.ufs_uri), _fold(other.ufs_uri)
+                a, b = fold_scheme(m.ufs_uri), fold_scheme(other.ufs_uri)
                 if is_within(a, b) or is_within(b, a):
                     raise InvalidInputError(
                         f"{m.ufs_uri} overlaps {other.ufs_uri}, mounted at {other.path}: "
@@ -239,7 +235,7 @@ class Namespace:
         if not builtin and _under(p, CATALOG_ROOT):
             raise InvalidInputError(f"'{CATALOG_ROOT}' is the catalog's own root; mount elsewhere")
         uri = normalize_uri(ufs_uri)
-        scheme, _ = split_uri(uri)
+        scheme = uri_scheme(uri)
         if scheme not in UFS_SCHEMES:
             raise InvalidInputError(f"unsupported storage scheme '{scheme}' (supported: "
                                     f"{', '.join(sorted(UFS_SCHEMES))})")
@@ -273,11 +269,11 @@ class Namespace:
 
     def reverse(self, uri: str) -> tuple[Mount, str] | None:
         """The mount whose storage holds ``uri`` and its namespace path; None if none does."""
-        folded = _fold(normalize_uri(uri))
+        folded = fold_scheme(normalize_uri(uri))
         best: Mount | None = None
         with self._lock:
             for m in self._mounts.values():
-                if is_within(folded, _fold(m.ufs_uri)) and (
+                if is_within(folded, fold_scheme(m.ufs_uri)) and (
                         best is None or len(m.ufs_uri) > len(best.ufs_uri)):
                     best = m
         return (best, best.to_path(folded)) if best is not None else None
@@ -297,7 +293,7 @@ class Namespace:
         found = self.reverse(uri)
         if found is not None:
             return self.ufs(found[0])
-        scheme, _ = split_uri(uri)
+        scheme = uri_scheme(uri)
         key = "file" if scheme == "file" else normalize_uri(uri).split("/", 3)[2]
         key = f"{scheme}:{key}"
         with self._lock:

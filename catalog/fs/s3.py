@@ -28,6 +28,9 @@ SECRET_OPTIONS = frozenset({"s3.aws-secret-key"})
 class S3Ufs(ArrowUfs):
     """One S3 endpoint with one set of credentials; URIs ``s3://bucket/key``."""
 
+    #: Keys imply their folders: no marker objects are made for a write's parents.
+    implicit_dirs = True
+
     OPTIONS = frozenset({
         "s3.endpoint", "s3.region", "s3.aws-access-key", "s3.aws-secret-key",
         "s3.path-style-access", "s3.connect-timeout", "s3.request-timeout",
@@ -75,11 +78,6 @@ class S3Ufs(ArrowUfs):
     def _uri(self, path: str) -> str:
         return f"{self.scheme}://{path}"
 
-    def open_output(self, uri: str) -> object:
-        try:
-            return self.fs.open_output_stream(self._path(uri))
-        except OSError as e:
-            raise self._unavailable("write", uri, e) from e
 
 
 def _count(options: Mapping[str, str], key: str, default: int) -> int:

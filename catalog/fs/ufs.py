@@ -54,23 +54,23 @@ class FileStatus:
         return self.uri.rstrip("/").rsplit("/", 1)[-1]
 
 
-def split_uri(uri: str) -> tuple[str, str]:
-    """(scheme, the rest) of a UFS URI; plain absolute paths are ``file``."""
+def uri_scheme(uri: str) -> str:
+    """The scheme of a UFS URI; plain absolute paths are ``file``."""
     if uri.startswith("/"):
-        return "file", uri
+        return "file"
     head, sep, _ = uri.partition("://")
     if sep and head.isalnum() and head.islower():
-        return head, uri
+        return head
     parts = urlsplit(uri)
     if not parts.scheme or "://" not in uri and not uri.startswith("file:"):
         raise InvalidInputError(f"'{uri}' is not a storage URI (file:///path, s3://bucket/key)")
-    return parts.scheme.lower(), uri
+    return parts.scheme.lower()
 
 
 def normalize_uri(uri: str) -> str:
     """The canonical form of a UFS URI: ``file:///abs/path`` or ``s3://bucket/key``, no
     trailing slash (``s3a://`` stays ``s3a://``: it is what the tables say)."""
-    scheme, _ = split_uri(uri)
+    scheme = uri_scheme(uri)
     if _is_canonical(uri, scheme):
         return uri
     if scheme == "file":
@@ -99,6 +99,11 @@ def _is_canonical(uri: str, scheme: str) -> bool:
         ("/.", "/..")) and not rest.startswith(("./", "../")) and rest not in (".", "..")
 
 
+def fold_scheme(uri: str) -> str:
+    """``s3a://`` and ``s3://`` name the same objects: the ``s3://`` spelling, for comparing."""
+    return "s3://" + uri[len("s3a://"):] if uri.startswith("s3a://") else uri
+
+
 def is_within(uri: str, root: str) -> bool:
     """Whether normalized ``uri`` is ``root`` or below it."""
     if uri == root:
@@ -113,6 +118,8 @@ class UnderFileSystem(ABC):
     OPTIONS: frozenset[str] = frozenset()
     #: Whether a call is a network round trip (listings then run in parallel).
     remote = True
+    #: Whether folders exist only through the files below them (object stores).
+    implicit_dirs = False
 
     def __init__(self, options: Mapping[str, str] | None = None, scheme: str = "file") -> None:
         self.options = dict(options or {})
@@ -240,7 +247,7 @@ class ArrowUfs(UnderFileSystem):
         path = self._path(uri)
         try:
             parent = path.rsplit("/", 1)[0]
-            if parent:
+            if parent and not self.implicit_dirs:
                 self.fs.create_dir(parent, recursive=True)
             return self.fs.open_output_stream(path)
         except (OSError, pa.ArrowException) as e:
@@ -282,7 +289,7 @@ def _one_line(e: BaseException) -> str:
 
 def load_ufs(uri: str, options: Mapping[str, str] | None = None) -> UnderFileSystem:
     """The under file system for ``uri``'s scheme, built with ``options``."""
-    scheme, _ = split_uri(uri)
+    scheme = uri_scheme(uri)
     target = UFS_SCHEMES.get(scheme)
     if target is None:
         raise InvalidInputError(f"unsupported storage scheme '{scheme}' in '{uri}' (supported: "
