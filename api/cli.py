@@ -44,6 +44,16 @@ def _key_value(text: str) -> tuple[str, str]:
     return key.strip(), value
 
 
+def _job_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid job id '{text}' (a positive number)") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid job id '{text}' (a positive number)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``catalogctl`` argument parser."""
     # --server/--json are accepted before or after the command.
@@ -110,6 +120,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("db", metavar="DB", nargs="?")
     p.add_argument("table", metavar="TABLE", nargs="?")
     p.set_defaults(func=_cmd_ls)
+
+    p = sub.add_parser("transform", parents=cc,
+                       help="transform a table (or some partitions) into Parquet",
+                       description="Queue a transformation job and print its id; with --wait, "
+                                   "follow it with a progress bar until it ends.")
+    p.add_argument("db", metavar="DB")
+    p.add_argument("table", metavar="TABLE")
+    p.add_argument("-d", "--definition", metavar="DEFINITION",
+                   help="e.g. 'file.count.max=10; file.size.min=256MB; "
+                        "file.parquet.compression=zstd' (over the database's default)")
+    p.add_argument("--partition", action="append", default=[], metavar="SPEC",
+                   help="a partition name, k=v[/k2=v2...] (repeatable; default: all)")
+    p.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    p.set_defaults(func=_cmd_transform)
+
+    p = sub.add_parser("transform-status", parents=cc,
+                       help="show a transformation job, or list the recent ones")
+    p.add_argument("job", metavar="JOB", nargs="?", type=_job_id)
+    p.add_argument("--db", metavar="DB", help="only jobs of this database (list)")
+    p.add_argument("--table", metavar="TABLE", help="only jobs of this table (list)")
+    p.set_defaults(func=_cmd_transform_status)
+
+    p = sub.add_parser("transform-cancel", parents=cc, help="cancel a transformation job")
+    p.add_argument("job", metavar="JOB", type=_job_id)
+    p.set_defaults(func=_cmd_transform_cancel)
 
     fs = sub.add_parser("fs", parents=cc, help="the namespace: mounts and files",
                         description="Mount storages into Strata's namespace and browse it.")
@@ -303,6 +338,150 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- transformations -----------------------------------------------------------------------------
+
+#: Seconds between two looks at a job followed with --wait.
+POLL_S = 0.5
+
+
+def _cmd_transform(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = client.transform(args.db, args.table, args.definition, args.partition or None)
+        if not args.wait:
+            if args.json:
+                return _print_json(job)
+            print(f"job {job['id']} {job['state']}: {job['db']}.{job['table']}, "
+                  f"{job['partitions_total']} partition(s), {job['definition']}")
+            return 0
+        if not args.json:
+            print(f"job {job['id']}: {job['db']}.{job['table']}, "
+                  f"{job['partitions_total']} partition(s), {job['definition']}")
+        try:
+            job = _follow(client, int(job["id"]), quiet=bool(args.json))
+        except KeyboardInterrupt:
+            print(f"\njob {job['id']} goes on; cancel it with: {PROG} transform-cancel "
+                  f"{job['id']}", file=sys.stderr)
+            return 130
+    if args.json:
+        _print_json(job)
+    else:
+        _print_job_end(job)
+    return 0 if job["state"] == "succeeded" else 1
+
+
+def _follow(client: CatalogClient, job_id: int, quiet: bool) -> dict[str, Any]:
+    """Poll a job until it ends, drawing a live progress bar (bytes read, rows, rate, ETA)
+    on a terminal-like stderr unless ``quiet``."""
+    import time
+
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    console = Console(stderr=True)
+    job = client.transform_job(job_id)
+    if quiet:
+        while job["state"] in ("queued", "running"):
+            time.sleep(POLL_S)
+            job = client.transform_job(job_id)
+        return job
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
+               DownloadColumn(), TextColumn("{task.fields[rows]} rows"), TransferSpeedColumn(),
+               TextColumn("{task.fields[parts]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(f"job {job_id}", total=max(1, job["bytes_total"]), rows="0",
+                            parts="")
+        while True:
+            total = job["bytes_total"] or None
+            bar.update(task, total=total, completed=job["bytes_read"],
+                       description=f"job {job_id} {job['state']}",
+                       rows=f"{job['rows_written']:,}",
+                       parts=f"{job['partitions_done']}/{job['partitions_total']} partitions")
+            if job["state"] not in ("queued", "running"):
+                if job["state"] == "succeeded":
+                    bar.update(task, completed=total or 1, total=total or 1)
+                return job
+            time.sleep(POLL_S)
+            job = client.transform_job(job_id)
+
+
+def _print_job_end(job: dict[str, Any]) -> None:
+    took = job.get("duration_s")
+    took_text = f" in {took:.1f} s" if isinstance(took, (int, float)) else ""
+    if job["state"] == "succeeded":
+        print(f"job {job['id']} succeeded{took_text}: {job['rows_written']:,} rows, "
+              f"{_mb(job['bytes_read'])} read, {job['files_written']} Parquet file(s) "
+              f"({_mb(job['bytes_written'])}); {job['db']}.{job['table']} now at version "
+              f"{job['table_version']}")
+    else:
+        print(f"job {job['id']} {job['state']}{took_text}"
+              + (f": {job['error']}" if job.get("error") else ""))
+
+
+def _mb(n: Any) -> str:
+    return f"{(n or 0) / 1e6:.1f} MB"
+
+
+def _cmd_transform_status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.job is None:
+            jobs = client.transform_jobs(db=args.db, table=args.table)
+            if args.json:
+                return _print_json(jobs)
+            if not jobs:
+                print("no transformation jobs")
+                return 0
+            _print_rows(["JOB", "TABLE", "STATE", "PARTITIONS", "READ", "ROWS", "TRIGGER",
+                         "STARTED", "DURATION"],
+                        [[j["id"], f"{j['db']}.{j['table']}", j["state"],
+                          f"{j['partitions_done']}/{j['partitions_total']}", _mb(j["bytes_read"]),
+                          j["rows_written"], j["trigger"], _time(j.get("started_at")),
+                          _seconds(j.get("duration_s"))] for j in jobs])
+            return 0
+        job = client.transform_job(args.job)
+    if args.json:
+        return _print_json(job)
+    _print_rows([], [
+        ["job", job["id"]], ["table", f"{job['db']}.{job['table']}"], ["state", job["state"]],
+        ["trigger", job["trigger"]], ["definition", job["definition"]],
+        ["executor", job["executor"]], ["error", job.get("error")],
+        ["created", _time(job.get("created_at"))], ["started", _time(job.get("started_at"))],
+        ["finished", _time(job.get("finished_at"))], ["duration", _seconds(job.get("duration_s"))],
+        ["read", f"{_mb(job['bytes_read'])} of {_mb(job['bytes_total'])}, "
+                 f"{job['rows_read']:,} rows"],
+        ["written", f"{_mb(job['bytes_written'])}, {job['rows_written']:,} rows, "
+                    f"{job['files_written']} file(s)"],
+        ["table version", job.get("table_version")]])
+    print("\npartitions:")
+    _print_rows(["PARTITION", "STATE", "READ", "ROWS", "WRITTEN", "FILES", "VERSION", "ERROR"],
+                [[t["partition"] or "(table)", t["state"],
+                  f"{_mb(t['bytes_read'])}/{_mb(t['bytes_total'])}", t["rows_written"],
+                  _mb(t["bytes_written"]), t["files_written"], t.get("layout_version"),
+                  t.get("error")] for t in job["partitions"]], indent="  ")
+    return 0
+
+
+def _seconds(value: Any) -> str | None:
+    return f"{value:.1f} s" if isinstance(value, (int, float)) else None
+
+
+def _cmd_transform_cancel(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = client.cancel_transform(args.job)
+    if args.json:
+        return _print_json(job)
+    print(f"job {job['id']}: cancel requested ({job['state']})")
+    return 0
+
+
 # -- fs ------------------------------------------------------------------------------------------
 
 
@@ -424,8 +603,9 @@ def _show_table(t: dict[str, Any], page: dict[str, Any] | None) -> None:
         shown = len(page["partitions"])
         print(f"\npartitions ({shown} of {page['total']}"
               + (", first shown" if shown < page["total"] else "") + "):")
-        _print_rows(["NAME", "LAYOUT", "LOCATION"],
-                    [[p["name"], p.get("layout", "source"), (p.get("sd") or {}).get("location")]
+        _print_rows(["NAME", "LAYOUT", "VERSION", "STALE", "LOCATION"],
+                    [[p["name"], p.get("layout", "source"), p.get("layout_version"),
+                      _yes(p.get("stale")), (p.get("sd") or {}).get("location")]
                      for p in page["partitions"]], indent="  ")
 
 

@@ -8,7 +8,7 @@ HTTP status; otherwise ``CatalogError``), so callers handle remote and local err
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -187,6 +187,36 @@ class CatalogClient:
             params["filter"] = filter
         result: dict[str, Any] = self._request(
             "GET", f"{API}/databases/{_seg(db)}/tables/{_seg(table)}/partitions", params=params)
+        return result
+
+    # -- transformations -------------------------------------------------------------------------
+
+    def transform(self, db: str, table: str, definition: str | None = None,
+                  partitions: Sequence[str] | None = None) -> dict[str, Any]:
+        """Submit a transformation job; its JSON (``id``, ``state``...)."""
+        body: dict[str, Any] = {"db": db, "table": table}
+        if definition is not None:
+            body["definition"] = definition
+        if partitions:
+            body["partitions"] = list(partitions)
+        result: dict[str, Any] = self._request("POST", f"{API}/transforms", json=body)
+        return result
+
+    def transform_job(self, job_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", f"{API}/transforms/{int(job_id)}")
+        return result
+
+    def transform_jobs(self, *, db: str | None = None, table: str | None = None,
+                       state: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit}
+        for key, value in (("db", db), ("table", table), ("state", state)):
+            if value is not None:
+                params[key] = value
+        result: list[dict[str, Any]] = self._request("GET", f"{API}/transforms", params=params)
+        return result
+
+    def cancel_transform(self, job_id: int) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("POST", f"{API}/transforms/{int(job_id)}/cancel")
         return result
 
     # -- the namespace ---------------------------------------------------------------------------

@@ -71,6 +71,7 @@ class StrataServer:
         if self.trino_thrift is not None:
             self.trino_thrift.start()
         self.scheduler.start()
+        self.service.transforms.start()
         self._rest_thread = threading.Thread(target=self.rest.run, name="rest", daemon=True)
         self._rest_thread.start()
         return self
@@ -106,6 +107,7 @@ class StrataServer:
     def stop(self) -> None:
         self.rest.should_exit = True
         self.scheduler.stop()
+        self.service.transforms.stop()
         self.thrift.stop()
         if self.trino_thrift is not None:
             self.trino_thrift.stop()

@@ -90,3 +90,15 @@ class Settings(BaseSettings):
         default_factory=list,
         description="host[:port] patterns (fnmatch, e.g. *.corp:9083) a hive attach may "
                     "connect to (comma-separated); empty = no limit")
+    transform_parallelism: int = Field(
+        default=2, ge=1, le=64, description="partitions of a transformation job run at once")
+    transform_memory_limit_bytes: int = Field(
+        default=2 * 1024**3, ge=64 * 1024**2,
+        description="memory the running transformations may use in all (split evenly over the "
+                    "partitions running at once; DuckDB's memory_limit)")
+    transform_gc_grace_s: float = Field(
+        default=3600.0, ge=0,
+        description="how long a replaced layout's files stay (queries planned before the "
+                    "switch may still read them) before they are deleted")
+    transform_jobs_kept: int = Field(
+        default=1000, ge=1, description="finished transformation jobs kept in the history")

@@ -58,6 +58,7 @@ from catalog.serving import (
     served_table,
 )
 from catalog.store import DatabaseRecord, PartitionRecord, StateStore, TableRecord
+from catalog.transform.policy import TransformPolicy, is_transform_option
 from catalog.udb import load_udb
 from catalog.udb.base import UnderDatabase
 from catalog.views import (
@@ -147,7 +148,15 @@ class CatalogService:
         self._location_index: tuple[int, _LocationIndex] | None = None
         #: Grows on every committed change: a cache key for answers derived from many tables.
         self.generation = 0
+        #: Called after a sync committed, with the database and, per table that has or had
+        #: transformed layouts, the partitions now served from their source that should be
+        #: transformed again (reverted or new); the transformation policy listens here.
+        self.sync_listeners: list[Callable[[str, dict[str, list[str]]], None]] = []
         self._reload()
+        from catalog.transform.jobs import TransformService
+
+        #: Transformation jobs over this catalog (started by the server process).
+        self.transforms = TransformService(self)
 
     # -- snapshot --------------------------------------------------------------------------------
 
@@ -329,6 +338,7 @@ class CatalogService:
         table_opts = TableOptions.parse(options)
         interval = _sync_interval(options)
         ServePolicy.parse(options)
+        TransformPolicy.parse(options)
         with self._lock_for(db_name):
             if db_name in self._snapshot.databases:
                 raise AlreadyExistsError(f"database '{db_name}' is already attached")
@@ -374,9 +384,9 @@ class CatalogService:
         # The server's policy first: nothing is read nor connected to before it allows it.
         check_attach_allowed(self.settings, self.fs, udb_type, uri, source_db)
         udb = self._udb_factory(udb_type, uri, source_db,
-                                {k: v for k, v in options.items() if k not in COMMON_OPTIONS},
+                                {k: v for k, v in options.items() if not _common_option(k)},
                                 self.settings, fs=self.fs)
-        unknown = set(options) - COMMON_OPTIONS - udb.OPTIONS
+        unknown = {k for k in options if not _common_option(k)} - udb.OPTIONS
         if unknown:
             udb.close()
             known = ", ".join(sorted(COMMON_OPTIONS | udb.OPTIONS))
@@ -463,6 +473,7 @@ class CatalogService:
             if errors:
                 report.errors.extend(errors)
                 return self._finish_sync(rec.name, report, started)
+            retransform: dict[str, list[str]] = {}
             with self.store.transaction() as conn:
                 if table is None and info != rec.info:
                     self.store.update_database_info(conn, rec.name, info)
@@ -491,18 +502,23 @@ class CatalogService:
                         report.tables.added += 1
                         report.partitions.added += len(f.partitions)
                         continue
-                    changed_parts = self._sync_partitions(conn, old_rec, f, report)
+                    changed_parts, again = self._sync_partitions(conn, old_rec, f, report)
                     table_changed = (old_rec.table != f.table
                                      or old_rec.fingerprint != f.fingerprint)
+                    transformed = bool(self._snapshot.layout_counts.get(old_rec.id))
                     if table_changed and not f.table.partition_keys:
-                        report.layouts_reverted += self.store.retire_layouts(
-                            conn, old_rec.id, [""])
-                    elif (self._snapshot.layout_counts.get(old_rec.id) and (
+                        reverted = self.store.retire_layouts(conn, old_rec.id, [""])
+                        report.layouts_reverted += reverted
+                        again = [""] if reverted else []
+                    elif transformed and (
                             old_rec.table.sd.columns != f.table.sd.columns
-                            or old_rec.table.partition_keys != f.table.partition_keys)):
+                            or old_rec.table.partition_keys != f.table.partition_keys):
                         # A new schema: no transformed copy of the old one is served.
                         report.layouts_reverted += self.store.retire_layouts(
                             conn, old_rec.id, list(self.store.current_layouts(old_rec.id)))
+                        again = [name for name, _, _ in f.partitions]
+                    if transformed and again:
+                        retransform[f.table.name] = again
                     if changed_parts or table_changed or old_rec.bypass != bypass:
                         self.store.update_table(conn, old_rec.id, f.table, f.fingerprint, bypass,
                                                 len(f.partitions))
@@ -512,10 +528,15 @@ class CatalogService:
                 report.duration_s = time.monotonic() - started
                 self.store.record_sync(conn, rec.name, time.time(), report.to_dict())
             self._reload(rec.name)
+        if retransform:
+            for listener in list(self.sync_listeners):
+                listener(rec.name, retransform)
         return report
 
     def _sync_partitions(self, conn: Any, old: TableRecord, f: _Fetched,
-                         report: SyncReport) -> bool:
+                         report: SyncReport) -> tuple[bool, list[str]]:
+        """Apply the partition changes of one table; returns whether any changed and, if the
+        table is transformed, the partitions to transform again (reverted or added)."""
         stored = self.store.partition_fingerprints(old.id)
         upserts = []
         added: set[str] = set()
@@ -534,11 +555,15 @@ class CatalogService:
         self.store.upsert_partitions(conn, old.id, upserts)
         self.store.delete_partitions(conn, old.id, stored)
         report.partitions.removed += len(stored)
+        again: list[str] = []
         if self._snapshot.layout_counts.get(old.id):
             # A transformed partition whose source changed is served from its source again.
+            changed = [u[0] for u in upserts if u[0] not in added]
+            had_layout = set(self.store.current_layouts(old.id, changed))
             report.layouts_reverted += self.store.retire_layouts(
-                conn, old.id, [u[0] for u in upserts if u[0] not in added] + list(stored))
-        return bool(upserts or stored)
+                conn, old.id, changed + list(stored))
+            again = sorted(had_layout | added)
+        return bool(upserts or stored), again
 
     def _finish_sync(self, db: str, report: SyncReport, started: float) -> SyncReport:
         report.duration_s = time.monotonic() - started
@@ -549,12 +574,15 @@ class CatalogService:
 
     # -- layouts ---------------------------------------------------------------------------------
 
-    def switch_layouts(self, db: str, table: str, layouts: Sequence[Layout]) -> int:
+    def switch_layouts(self, db: str, table: str, layouts: Sequence[Layout], *,
+                       on_commit: Callable[[Any, int], None] | None = None) -> int:
         """Serve ``layouts`` (one per partition, ``''`` for an unpartitioned table) from now on,
         all in one transaction; returns the new table version.
 
         A layout made from a source that has changed since (its ``source_fingerprint`` differs
-        from the stored one) is refused: it would serve stale data.
+        from the stored one) is refused: it would serve stale data. ``on_commit(conn,
+        new_version)`` runs inside the same transaction (a job records its success there, so a
+        crash leaves both or neither).
         """
         if not layouts:
             raise InvalidInputError("no layouts to switch")
@@ -590,6 +618,8 @@ class CatalogService:
                     self.store.insert_layout(conn, rec.id, lay.model_copy(update={
                         "version": version, "created_at": lay.created_at or time.time()}))
                 self.store.bump_table_version(conn, rec.id)
+                if on_commit is not None:
+                    on_commit(conn, rec.version + 1)
             self._reload(rec.db_name)
             return self.table_record(db, table).version
 
@@ -732,12 +762,17 @@ class CatalogService:
 
     def partition_outs(self, db: str, table: str, names: Sequence[str],
                        view: ClientView = ClientView.VERBATIM) -> list[PartitionOut]:
+        rec = self.table_record(db, table)
+        stale = self.store.stale_partitions(rec.id) if names else {}
         return [PartitionOut(**dict(served), name=r.name,
                              source_location=r.partition.sd.location,
-                             layout=f"transformed v{layout.version}" if layout else "source")
-                for r, layout, served in self._served(self.table_record(db, table), names, view)]
+                             layout=f"transformed v{layout.version}" if layout else "source",
+                             layout_version=layout.version if layout else None,
+                             stale=layout is None and r.name in stale)
+                for r, layout, served in self._served(rec, names, view)]
 
     def close(self) -> None:
+        self.transforms.stop()
         self.fs.close()
         self.store.close()
 
@@ -863,6 +898,11 @@ def _gc_paused() -> Iterator[None]:
 
 _GC_LOCK = threading.Lock()
 _GC_PAUSES = 0
+
+
+def _common_option(key: str) -> bool:
+    """An attach option the core reads (not the connector's)."""
+    return key in COMMON_OPTIONS or is_transform_option(key)
 
 
 def _sync_interval(options: Mapping[str, str]) -> float | None:

@@ -83,6 +83,45 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     ALTER TABLE partitions ADD COLUMN location TEXT
     """,
     lambda conn: _backfill_partition_locations(conn),
+    # 4: transformation jobs and their per-partition tasks (progress, the layout made, errors).
+    """
+    CREATE TABLE transform_jobs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        db_name TEXT NOT NULL,
+        table_name TEXT NOT NULL,
+        table_id INTEGER NOT NULL,
+        definition TEXT NOT NULL,
+        executor TEXT NOT NULL,
+        trigger_kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        table_version INTEGER,
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL
+    );
+    CREATE INDEX transform_jobs_state ON transform_jobs (state);
+    CREATE INDEX transform_jobs_table ON transform_jobs (db_name, table_name);
+    CREATE TABLE transform_tasks (
+        job_id INTEGER NOT NULL REFERENCES transform_jobs(id) ON DELETE CASCADE,
+        partition_name TEXT NOT NULL,
+        state TEXT NOT NULL,
+        output_path TEXT NOT NULL,
+        source_fingerprint TEXT,
+        bytes_total INTEGER NOT NULL DEFAULT 0,
+        bytes_read INTEGER NOT NULL DEFAULT 0,
+        rows_read INTEGER NOT NULL DEFAULT 0,
+        bytes_written INTEGER NOT NULL DEFAULT 0,
+        rows_written INTEGER NOT NULL DEFAULT 0,
+        files_written INTEGER NOT NULL DEFAULT 0,
+        layout TEXT,
+        error TEXT,
+        started_at REAL,
+        finished_at REAL,
+        PRIMARY KEY (job_id, partition_name)
+    )
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -428,6 +467,122 @@ class StateStore:
         conn.execute("DELETE FROM layouts WHERE table_id = ? AND partition_name = ? AND "
                      "version = ? AND current = 0", (table_id, partition, version))
 
+    def retired_layouts(self, before: float) -> list[tuple[int, Layout]]:
+        """Layouts retired before ``before`` (epoch seconds): (table id, layout)."""
+        rows = self._query("SELECT table_id, info FROM layouts WHERE current = 0 AND "
+                           "retired_at IS NOT NULL AND retired_at < ?", (before,))
+        return [(r[0], Layout.model_validate_json(r[1])) for r in rows]
+
+    def layout_locations(self) -> set[str]:
+        """The location of every layout the store knows, current or retired."""
+        return {Layout.model_validate_json(r[0]).location
+                for r in self._query("SELECT info FROM layouts")}
+
+    def stale_partitions(self, table_id: int) -> dict[str, int]:
+        """Partitions served from their source although they were transformed before (a sync
+        saw their source change): name -> the newest retired layout version."""
+        rows = self._query(
+            "SELECT partition_name, MAX(version) FROM layouts l WHERE table_id = ? AND "
+            "current = 0 AND NOT EXISTS (SELECT 1 FROM layouts c WHERE c.table_id = "
+            "l.table_id AND c.partition_name = l.partition_name AND c.current = 1) "
+            "GROUP BY partition_name", (table_id,))
+        return {r[0]: int(r[1]) for r in rows}
+
+    # -- transformation jobs ---------------------------------------------------------------------
+
+    _JOB_COLS = ("id, db_name, table_name, table_id, definition, executor, trigger_kind, state, "
+                 "cancel_requested, error, table_version, created_at, started_at, finished_at")
+    _TASK_COLS = ("job_id, partition_name, state, output_path, source_fingerprint, bytes_total, "
+                  "bytes_read, rows_read, bytes_written, rows_written, files_written, layout, "
+                  "error, started_at, finished_at")
+
+    @staticmethod
+    def insert_job(conn: sqlite3.Connection, job: JobRecord) -> int:
+        """Insert a job (its ``id`` is ignored); returns the new id."""
+        cur = conn.execute(
+            "INSERT INTO transform_jobs (db_name, table_name, table_id, definition, executor, "
+            "trigger_kind, state, created_at) VALUES (?,?,?,?,?,?,?,?)",
+            (job.db_name, job.table_name, job.table_id, job.definition, job.executor,
+             job.trigger, job.state, job.created_at))
+        return int(cur.lastrowid or 0)
+
+    @staticmethod
+    def insert_tasks(conn: sqlite3.Connection, tasks: Iterable[TaskRecord]) -> None:
+        conn.executemany(
+            "INSERT INTO transform_tasks (job_id, partition_name, state, output_path, "
+            "source_fingerprint, bytes_total) VALUES (?,?,?,?,?,?)",
+            [(t.job_id, t.partition, t.state, t.output_path, t.source_fingerprint, t.bytes_total)
+             for t in tasks])
+
+    @staticmethod
+    def update_job(conn: sqlite3.Connection, job_id: int, **fields: Any) -> None:
+        """Set columns of a job: state, error, table_version, started_at, finished_at,
+        cancel_requested."""
+        allowed = {"state", "error", "table_version", "started_at", "finished_at",
+                   "cancel_requested"}
+        bad = set(fields) - allowed
+        if bad:
+            raise ValueError(f"not job columns: {sorted(bad)}")
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        conn.execute(f"UPDATE transform_jobs SET {sets} WHERE id = ?", (*fields.values(), job_id))
+
+    @staticmethod
+    def update_task(conn: sqlite3.Connection, job_id: int, partition: str, **fields: Any) -> None:
+        """Set columns of a task (progress counters, state, layout JSON, error, times)."""
+        allowed = {"state", "bytes_total", "bytes_read", "rows_read", "bytes_written",
+                   "rows_written", "files_written", "layout", "error", "started_at",
+                   "finished_at"}
+        bad = set(fields) - allowed
+        if bad:
+            raise ValueError(f"not task columns: {sorted(bad)}")
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        conn.execute(f"UPDATE transform_tasks SET {sets} WHERE job_id = ? AND partition_name = ?",
+                     (*fields.values(), job_id, partition))
+
+    def job(self, job_id: int) -> JobRecord | None:
+        rows = self._query(f"SELECT {self._JOB_COLS} FROM transform_jobs WHERE id = ?", (job_id,))
+        return _job_record(rows[0]) if rows else None
+
+    def jobs(self, *, db_name: str | None = None, table_name: str | None = None,
+             states: Sequence[str] | None = None, limit: int | None = None) -> list[JobRecord]:
+        """Jobs, newest first, filtered by database, table (case-insensitive) and state."""
+        where, params = [], []  # type: list[str], list[Any]
+        if db_name is not None:
+            where.append("db_name = ?")
+            params.append(db_name)
+        if table_name is not None:
+            where.append("LOWER(table_name) = LOWER(?)")
+            params.append(table_name)
+        if states:
+            where.append(f"state IN ({','.join('?' * len(states))})")
+            params.extend(states)
+        sql = f"SELECT {self._JOB_COLS} FROM transform_jobs"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY id DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [_job_record(r) for r in self._query(sql, params)]
+
+    def tasks(self, job_id: int) -> list[TaskRecord]:
+        rows = self._query(f"SELECT {self._TASK_COLS} FROM transform_tasks WHERE job_id = ? "
+                           "ORDER BY partition_name", (job_id,))
+        return [_task_record(r) for r in rows]
+
+    def active_output_paths(self) -> set[str]:
+        """Output paths of the tasks of jobs not yet finished (queued or running)."""
+        rows = self._query("SELECT t.output_path FROM transform_tasks t JOIN transform_jobs j "
+                           "ON j.id = t.job_id WHERE j.state IN ('queued', 'running')")
+        return {r[0] for r in rows}
+
+    @staticmethod
+    def prune_jobs(conn: sqlite3.Connection, keep: int) -> int:
+        """Delete finished jobs beyond the ``keep`` newest; returns how many went."""
+        cur = conn.execute(
+            "DELETE FROM transform_jobs WHERE state NOT IN ('queued', 'running') AND id NOT IN "
+            "(SELECT id FROM transform_jobs ORDER BY id DESC LIMIT ?)", (keep,))
+        return cur.rowcount
+
     # -- mounts ----------------------------------------------------------------------------------
 
     def mounts(self) -> list[MountRecord]:
@@ -453,6 +608,59 @@ class MountRecord:
     ufs_uri: str
     options: dict[str, str]
     created_at: float
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A transformation job as the store keeps it (``trigger``: manual, on-change, cron)."""
+
+    id: int
+    db_name: str
+    table_name: str
+    table_id: int
+    definition: str
+    executor: str
+    trigger: str
+    state: str
+    cancel_requested: bool = False
+    error: str | None = None
+    table_version: int | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One partition of a job (``''`` for an unpartitioned table); ``layout`` is the JSON of the
+    layout it made once it succeeded."""
+
+    job_id: int
+    partition: str
+    state: str
+    output_path: str
+    source_fingerprint: str | None
+    bytes_total: int = 0
+    bytes_read: int = 0
+    rows_read: int = 0
+    bytes_written: int = 0
+    rows_written: int = 0
+    files_written: int = 0
+    layout: str | None = None
+    error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+def _job_record(r: tuple[Any, ...]) -> JobRecord:
+    return JobRecord(id=r[0], db_name=r[1], table_name=r[2], table_id=r[3], definition=r[4],
+                     executor=r[5], trigger=r[6], state=r[7], cancel_requested=bool(r[8]),
+                     error=r[9], table_version=r[10], created_at=r[11], started_at=r[12],
+                     finished_at=r[13])
+
+
+def _task_record(r: tuple[Any, ...]) -> TaskRecord:
+    return TaskRecord(*r)
 
 
 def _backfill_partition_locations(conn: sqlite3.Connection) -> None:

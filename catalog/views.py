@@ -93,6 +93,9 @@ class TableDetail(Table):
 class PartitionOut(Partition):
     name: str
     layout: str = Field(default="source", description="source, or transformed v<N>")
+    layout_version: int | None = Field(default=None, description="the served layout's version")
+    stale: bool = Field(default=False, description="served from its source because the source "
+                                                   "changed after it was transformed")
     source_location: str | None = None
 
 
@@ -111,3 +114,53 @@ class LocationOwner(BaseModel):
     partition: str | None = None
     layout_version: int | None = Field(default=None, description="None: the source layout")
     location: str
+
+
+JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+
+
+class TransformTaskOut(BaseModel):
+    """One partition of a transformation job and its progress."""
+
+    partition: str = Field(description="partition name, '' for an unpartitioned table")
+    state: str
+    bytes_total: int = Field(description="bytes of source data planned")
+    bytes_read: int
+    rows_read: int
+    bytes_written: int
+    rows_written: int
+    files_written: int
+    layout_version: int | None = None
+    location: str | None = Field(default=None, description="where the new layout is written")
+    error: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class TransformJobOut(BaseModel):
+    """A transformation job: its state (queued, running, succeeded, failed, cancelled),
+    progress summed over its partitions, and each partition's."""
+
+    id: int
+    db: str
+    table: str
+    state: str
+    trigger: str = Field(description="manual, on-change or cron")
+    definition: str
+    executor: str
+    error: str | None = None
+    table_version: int | None = Field(default=None, description="after the switch")
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_s: float | None = Field(default=None, description="started_at to finished_at (or "
+                                                               "to now while running)")
+    partitions_total: int
+    partitions_done: int
+    bytes_total: int
+    bytes_read: int
+    rows_read: int
+    bytes_written: int
+    rows_written: int
+    files_written: int
+    partitions: list[TransformTaskOut] = Field(default_factory=list)

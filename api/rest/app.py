@@ -15,6 +15,7 @@ too when ``api_read_auth`` is set; ``/health`` and the docs stay open. The token
 
 from __future__ import annotations
 
+import enum
 import hmac
 import logging
 import os
@@ -39,6 +40,8 @@ from catalog.exceptions import CatalogError, InvalidInputError, NoSuchPathError,
 from catalog.service import CatalogService
 from catalog.serving import ClientView
 from catalog.views import (
+    JOB_STATES,
+    TransformJobOut,
     DatabaseDetail,
     DatabaseSummary,
     LocationOwner,
@@ -133,6 +136,21 @@ class AttachRequest(BaseModel):
     _check_options = field_validator("options", mode="before")(_few_options)
 
 
+class TransformRequest(BaseModel):
+    """Transform partitions of a table into Parquet (all of them by default)."""
+
+    db: str = Field(min_length=1, max_length=MAX_NAME, examples=["sales"])
+    table: str = Field(min_length=1, max_length=MAX_NAME, examples=["store_sales"])
+    definition: str | None = Field(
+        default=None, max_length=4096,
+        description="e.g. file.count.max=10; file.size.min=256MB; "
+                    "file.parquet.compression=zstd (over the database's transform.definition)",
+        examples=["file.size.min=256MB; file.parquet.compression=zstd"])
+    partitions: list[Annotated[str, Field(min_length=1, max_length=4096)]] | None = Field(
+        default=None, max_length=MAX_PAGE * 100,
+        description="partition names (k=v/k2=v2); default: every partition")
+
+
 class MountRequest(BaseModel):
     """Mount the storage at ``ufs_uri`` on namespace ``path``."""
 
@@ -197,6 +215,8 @@ class ServiceStatus(BaseModel):
     scheduler: SchedulerState | None = Field(description="null when no scheduler runs")
     databases: list[DatabaseSummary]
 
+
+JobState = enum.Enum("JobState", {s.upper(): s for s in JOB_STATES}, type=str)  # type: ignore[misc]
 
 Db = Annotated[str, Path(pattern=NAME_PATTERN, max_length=MAX_NAME,
                          description="database name: letters, digits, '_' and '-'")]
@@ -520,6 +540,38 @@ def create_app(service: CatalogService, *, token: str | None = None,
         if owner is None:
             raise NoSuchPathError(f"no attached table owns {location}")
         return owner
+
+    # -- transformations -------------------------------------------------------------------------
+
+    @app.post(f"{API_PREFIX}/transforms", response_model=TransformJobOut, status_code=202,
+              tags=["transforms"])
+    def submit_transform(body: TransformRequest) -> TransformJobOut:
+        """Queue a transformation job; 409 while the table has one queued or running."""
+        return service.transforms.submit(body.db, body.table, body.definition, body.partitions)
+
+    @app.get(f"{API_PREFIX}/transforms", response_model=list[TransformJobOut],
+             tags=["transforms"])
+    def list_transforms(
+        db: Annotated[str | None, Query(max_length=MAX_NAME)] = None,
+        table: Annotated[str | None, Query(max_length=MAX_NAME)] = None,
+        state: Annotated[JobState | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    ) -> list[TransformJobOut]:
+        """Jobs, newest first, without their per-partition detail."""
+        return service.transforms.jobs(db=db, table=table,
+                                       state=state.value if state else None, limit=limit)
+
+    @app.get(f"{API_PREFIX}/transforms/{{job_id}}", response_model=TransformJobOut,
+             tags=["transforms"])
+    def get_transform(job_id: Annotated[int, Path(ge=1, le=2**62)]) -> TransformJobOut:
+        """One job with its per-partition progress."""
+        return service.transforms.get(job_id)
+
+    @app.post(f"{API_PREFIX}/transforms/{{job_id}}/cancel", response_model=TransformJobOut,
+              tags=["transforms"])
+    def cancel_transform(job_id: Annotated[int, Path(ge=1, le=2**62)]) -> TransformJobOut:
+        """Ask a job to stop; 409 when it has already finished."""
+        return service.transforms.cancel(job_id)
 
     # -- the namespace ---------------------------------------------------------------------------
 

@@ -29,7 +29,7 @@ from catalog.exceptions import (
 from catalog.models import ColumnStatistics, Layout, SerDe
 from catalog.service import CatalogService, _PartitionIndexCache
 from catalog.serving import ClientView
-from catalog.store import StateStore
+from catalog.store import SCHEMA_VERSION, StateStore
 from tests.support.fake_udb import FakeSource, sample_source
 
 PARQUET_SERDE = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
@@ -260,7 +260,7 @@ def test_schema_migrates_from_version_1(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     store = StateStore(path)
-    assert store.schema_version() == 3
+    assert store.schema_version() == SCHEMA_VERSION == 4
     assert store.partition_locations() == [(1, "p=1", "file:///x/p=1")]
 
 
