@@ -381,30 +381,30 @@ def _follow(client: CatalogClient, job_id: int, quiet: bool) -> dict[str, Any]:
         Progress,
         TaskProgressColumn,
         TextColumn,
-        TimeElapsedColumn,
         TimeRemainingColumn,
         TransferSpeedColumn,
     )
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
     job = client.transform_job(job_id)
     if quiet:
         while job["state"] in ("queued", "running"):
             time.sleep(POLL_S)
             job = client.transform_job(job_id)
         return job
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
-               DownloadColumn(), TextColumn("{task.fields[rows]} rows"), TransferSpeedColumn(),
-               TextColumn("{task.fields[parts]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(bar_width=24),
+               TaskProgressColumn(), DownloadColumn(), TextColumn("{task.fields[rows]} rows"),
+               TransferSpeedColumn(), TextColumn("{task.fields[parts]}"), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task(f"job {job_id}", total=max(1, job["bytes_total"]), rows="0",
+        task = bar.add_task(f"job {job_id}", total=job["bytes_total"] or None, rows="0",
                             parts="")
         while True:
             total = job["bytes_total"] or None
             bar.update(task, total=total, completed=job["bytes_read"],
                        description=f"job {job_id} {job['state']}",
                        rows=f"{job['rows_written']:,}",
-                       parts=f"{job['partitions_done']}/{job['partitions_total']} partitions")
+                       parts=(f"{job['partitions_done']}/{job['partitions_total']} partitions"
+                              if job["partitions_total"] > 1 else ""))
             if job["state"] not in ("queued", "running"):
                 if job["state"] == "succeeded":
                     bar.update(task, completed=total or 1, total=total or 1)
