@@ -102,3 +102,13 @@ class Settings(BaseSettings):
                     "switch may still read them) before they are deleted")
     transform_jobs_kept: int = Field(
         default=1000, ge=1, description="finished transformation jobs kept in the history")
+    s3_port: int = Field(
+        default=0, ge=0, le=65535,
+        description="port of the S3-compatible gateway over the namespace (0: off)")
+    s3_access_key: str | None = Field(
+        default=None, description="access key id the S3 gateway accepts (AWS Signature V4)")
+    s3_secret_key: SecretStr | None = Field(
+        default=None, description="secret key of s3_access_key (never logged)")
+    s3_region: str = Field(default="us-east-1", description="region the S3 gateway signs for")
+    s3_max_object_bytes: int = Field(
+        default=5 * 1024**4, ge=1, description="largest object a PutObject or upload may make")
