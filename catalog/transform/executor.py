@@ -1,10 +1,11 @@
 """The embedded transformation executor: one :class:`PartitionPlan` made into Parquet files.
 
 :func:`execute_partition` reads each output group's input files with the Hive-semantics source
-reader (:func:`catalog.transform.source.iter_source_tables`), optionally sorts them
-(``sort.by``, ascending, NULLs first as Hive's ``ASC``), and writes ``part-<i>.parquet`` below
-``output_dir`` through the :class:`Namespace`. All data work is columnar (pyarrow / DuckDB); no row
-is handled in Python.
+reader (:func:`catalog.transform.source.iter_source_batches`, many files per batch), optionally
+sorts them (``sort.by``, ascending, NULLs first as Hive's ``ASC``, stable), and writes
+``part-<i>.parquet`` below ``output_dir`` through the :class:`Namespace`. All data work is
+columnar (pyarrow / DuckDB); no row is handled in Python. Reading and writing overlap: statistics
+and Parquet encoding of a batch run on a writer thread while the next batch is read.
 
 Rules:
 
@@ -16,13 +17,18 @@ Rules:
   pyarrow's ``lz4`` is Parquet's ``LZ4_RAW``); rows per row group estimated as
   ``row.group.size / (nbytes / num_rows)`` of the Arrow data (at least 1); timestamps are written
   as INT96 (what Hive < 4 reads); everything else with the Arrow type of the Hive column type.
-* Without ``sort.by`` an output file is streamed: input tables are buffered until a row group is
-  full, so memory stays around one row group plus one input file. With ``sort.by`` the whole
-  output group is read, sorted, then written.
+* Memory: ``memory_limit_bytes`` (None: unbounded) bounds what a partition holds. Without
+  ``sort.by`` an output file is streamed: batches are buffered until a row group is full, and a
+  row group is at most a quarter of the limit (``row.group.size`` is lowered to it); the reader's
+  DuckDB gets a quarter and a batch of text a sixteenth. With ``sort.by`` the output group's rows
+  go into an on-disk DuckDB table in a temporary directory and come back sorted by DuckDB (half
+  the limit, one thread, spilling past it), in row-group-sized batches.
 * An empty plan (no output groups) writes no file: the directory is created with ``fs.mkdirs`` and
   engines read an empty directory as no rows; the layout says ``numRows=0``, ``numFiles=0``.
-* ``progress(bytes_read, rows_read, bytes_written, rows_written)`` is called after each output file
-  with running totals for the partition (``bytes_read`` is the planned input size).
+* ``progress(bytes_read, rows_read, bytes_written, rows_written)`` is called with running totals
+  for the partition as text is read and batches are parsed (bytes of text taken in, capped per
+  output file at its planned input size) and after each output file (``bytes_read`` is then the
+  planned input size of the files done; ``bytes_written`` / ``rows_written`` grow per file).
 
 Column statistics (the HMS union members of :class:`catalog.models.ColumnStatistics`), merged over
 all output files of the partition:
@@ -37,8 +43,10 @@ all output files of the partition:
 * boolean → ``boolean``: ``numTrues``, ``numFalses``, ``numNulls``;
 * timestamp and complex types get no statistics (the catalog's stats kinds have no member for them).
 
-``numDVs`` is exact while a column's distinct values fit :data:`DISTINCT_CAP`; past it the
-per-chunk distinct counts are summed (capped at the non-NULL count), an upper-bound estimate.
+``numDVs`` counts NULL as one value when the column has NULLs, as Hive does (Trino's reader
+subtracts one in that case, so ``SHOW STATS`` shows the non-NULL count). It is exact while a
+column's distinct values fit :data:`DISTINCT_CAP`; past it the per-chunk distinct counts are
+summed (capped at the non-NULL count), an upper-bound estimate.
 Bounds are omitted when a column has no non-NULL value.
 """
 
@@ -46,11 +54,16 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -60,7 +73,7 @@ from catalog.fs.namespace import Namespace
 from catalog.models import Column, ColumnStatistics, Layout, Partition, SerDe, Table
 from catalog.transform.definition import TransformDefinition
 from catalog.transform.planner import PartitionPlan
-from catalog.transform.source import arrow_schema, iter_source_tables
+from catalog.transform.source import arrow_schema, configure_duckdb, iter_source_batches
 from catalog.udb.directory import PARQUET_INPUT, PARQUET_OUTPUT, PARQUET_SERDE
 
 #: Distinct values kept per column for an exact ``numDVs``.
@@ -183,7 +196,8 @@ class _ColumnStats:
                 dvs = len(self.uniques) if self.uniques is not None else 0
             else:
                 dvs = min(self.dv_estimate, non_null)
-            data["numDVs"] = dvs
+            # Hive counts NULL as one more distinct value (Trino's reader subtracts it again).
+            data["numDVs"] = min(self.rows, dvs + (1 if self.nulls else 0))
         if self.low is not None and self.kind not in ("string", "binary", "boolean"):
             data["lowValue"], data["highValue"] = self._bound(self.low), self._bound(self.high)
         return ColumnStatistics(column=self.column.name, type=self.column.type, kind=self.kind,
@@ -237,24 +251,63 @@ def _sort_keys(definition: TransformDefinition, columns: list[Column]) -> list[s
     return keys
 
 
-def _sorted(table: pa.Table, keys: list[str]) -> pa.Table:
-    if not keys or table.num_rows < 2:
-        return table
-    if int(pa.__version__.split(".")[0]) >= 25:  # null placement per key since pyarrow 25
-        indices = pc.sort_indices(table, sort_keys=[(k, "ascending", "at_start") for k in keys])
-    else:  # pragma: no cover - older pyarrow
-        indices = pc.sort_indices(table, sort_keys=[(k, "ascending") for k in keys],
-                                  null_placement="at_start")
-    return table.take(indices)
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _sorted_stream(tables: Iterator[pa.Table], keys: list[str], schema: pa.Schema,
+                   memory_limit_bytes: int | None, batch_rows: int) -> Iterator[pa.Table]:
+    """``tables`` sorted by ``keys`` (ascending, NULLs first, stable), through DuckDB: the rows
+    go into a DuckDB table that spills to a temporary directory past its memory limit (half of
+    ``memory_limit_bytes``: the reader is done by then), and come back in ``batch_rows``
+    batches."""
+    tmpdir = tempfile.mkdtemp(prefix="strata-sort-")
+    con = duckdb.connect(os.path.join(tmpdir, "sort.duckdb"))  # on disk: evictable past the limit
+    try:
+        configure_duckdb(con, None if memory_limit_bytes is None else memory_limit_bytes // 2,
+                         1, tmpdir)  # one thread: per-thread sort state would not spill
+        con.execute("SET preserve_insertion_order=false")  # __strata_rn keeps the sort stable
+        cols = ", ".join(_quoted(f.name) for f in schema)
+        created = False
+        offset = 0
+        for t in tables:
+            if t.num_rows == 0:
+                continue
+            con.register("strata_part", t)
+            try:
+                if not created:
+                    con.execute(f"CREATE TABLE strata_sort AS SELECT {cols}, "
+                                f"CAST(row_number() OVER () + {offset} AS BIGINT) AS __strata_rn "
+                                f"FROM strata_part")
+                    created = True
+                else:
+                    con.execute(f"INSERT INTO strata_sort SELECT {cols}, "
+                                f"row_number() OVER () + {offset} FROM strata_part")
+            finally:
+                con.unregister("strata_part")
+            offset += t.num_rows
+            del t
+        if not created:
+            return
+        con.execute("CHECKPOINT")  # the rows to disk, so the sort has the memory
+        order = ", ".join(f"{_quoted(k)} ASC NULLS FIRST" for k in keys)
+        reader = con.execute(f"SELECT {cols} FROM strata_sort ORDER BY {order}, __strata_rn"
+                             ).to_arrow_reader(batch_rows)
+        for batch in reader:
+            yield _cast(pa.Table.from_batches([batch]), schema)
+    finally:
+        con.close()
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 class _FileWriter:
     """One Parquet output: buffers Arrow tables and writes whole row groups."""
 
     def __init__(self, sink: Any, schema: pa.Schema, definition: TransformDefinition,
-                 stats: _PartitionStats) -> None:
+                 stats: _PartitionStats, row_group_bytes: int) -> None:
         self.sink = sink
         self.definition = definition
+        self.row_group_bytes = row_group_bytes
         self.stats = stats
         self.writer = pq.ParquetWriter(sink, schema,
                                        compression=_COMPRESSION[definition.compression],
@@ -268,7 +321,7 @@ class _FileWriter:
         if table.num_rows == 0:
             return
         if self.rows_per_group is None:
-            self.rows_per_group = _rows_per_group(table, self.definition.row_group_size)
+            self.rows_per_group = _rows_per_group(table, self.row_group_bytes)
         self.buffer.append(table)
         self.buffered_rows += table.num_rows
         if self.buffered_rows >= self.rows_per_group:
@@ -297,12 +350,6 @@ class _FileWriter:
         return size
 
 
-def _group_tables(files: list[str], table: Table, partition: Partition | None,
-                  fs: Namespace) -> Iterator[pa.Table]:
-    sd = partition.sd if partition is not None else table.sd
-    return iter_source_tables(files, sd, table.sd.columns, table.parameters, fs)
-
-
 def _cast(t: pa.Table, schema: pa.Schema) -> pa.Table:
     if t.schema.equals(schema):
         return t
@@ -314,22 +361,49 @@ def _cast(t: pa.Table, schema: pa.Schema) -> pa.Table:
 
 def _write_group(i: int, files: list[str], *, table: Table, partition: Partition | None,
                  definition: TransformDefinition, fs: Namespace, output_dir: str,
-                 schema: pa.Schema, sort_keys: list[str], stats: _PartitionStats
-                 ) -> tuple[int, int]:
-    """Write output file ``i``; ``(rows, bytes)`` written."""
+                 schema: pa.Schema, sort_keys: list[str], stats: _PartitionStats,
+                 memory_limit_bytes: int | None = None,
+                 pool: ThreadPoolExecutor | None = None,
+                 on_progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
+    """Write output file ``i``; ``(rows, bytes)`` written. Reading (DuckDB) and writing
+    (statistics, Parquet encoding) overlap: each table is written on ``pool``'s single thread
+    (one of its own when None) while the next one is read, so at most one table waits."""
+    if pool is None:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="strata-write") as own:
+            return _write_group(i, files, table=table, partition=partition,
+                                definition=definition, fs=fs, output_dir=output_dir,
+                                schema=schema, sort_keys=sort_keys, stats=stats,
+                                memory_limit_bytes=memory_limit_bytes, pool=own,
+                                on_progress=on_progress)
+    row_group_bytes = definition.row_group_size
+    if memory_limit_bytes is not None:
+        row_group_bytes = max(1 << 20, min(row_group_bytes, memory_limit_bytes // 4))
     path = f"{output_dir}/part-{i}.parquet"
+    sd = partition.sd if partition is not None else table.sd
     sink = fs.open_output(path)
     try:
-        writer = _FileWriter(sink, schema, definition, stats)
+        writer = _FileWriter(sink, schema, definition, stats, row_group_bytes)
         try:
-            tables = _group_tables(files, table, partition, fs)
+            on_bytes = None if on_progress is None else (lambda n: on_progress(0, n))
+            tables: Iterator[pa.Table] = (_cast(t, schema) for t in iter_source_batches(
+                files, sd, table.sd.columns, table.parameters, fs,
+                memory_limit_bytes=memory_limit_bytes, on_bytes=on_bytes))
             if sort_keys:
-                parts = [_cast(t, schema) for t in tables]
-                data = pa.concat_tables(parts) if parts else schema.empty_table()
-                writer.add(_sorted(data, sort_keys))
-            else:
+                batch_rows = max(1024, int(row_group_bytes / max(1, 64 * len(schema))))
+                tables = _sorted_stream(tables, sort_keys, schema, memory_limit_bytes,
+                                        batch_rows)
+            inflight: Future[None] | None = None
+            try:
                 for t in tables:
-                    writer.add(_cast(t, schema))
+                    if inflight is not None:
+                        inflight.result()
+                    if on_progress is not None and not sort_keys:
+                        on_progress(t.num_rows, 0)
+                    inflight = pool.submit(writer.add, t)
+                    del t
+            finally:
+                if inflight is not None:
+                    inflight.result()
             size = writer.close()
         except BaseException:
             try:
@@ -348,11 +422,13 @@ def execute_partition(plan: PartitionPlan, *, table: Table, partition: Partition
                       definition: TransformDefinition, fs: Namespace, output_dir: str,
                       version: int, source_fingerprint: str | None,
                       progress: ProgressFn | None = None,
-                      cancelled: Callable[[], bool] | None = None) -> Layout:
+                      cancelled: Callable[[], bool] | None = None,
+                      memory_limit_bytes: int | None = None) -> Layout:
     """Write ``plan``'s output files below ``output_dir`` and return the new :class:`Layout`
-    (see the module docstring). Raises :class:`TransformCancelled` when ``cancelled()`` turns
-    true, :class:`InvalidInputError` for unreadable input or a bad ``sort.by``; on every error the
-    whole ``output_dir`` is deleted first."""
+    (see the module docstring). ``memory_limit_bytes`` bounds the memory the data work holds
+    (DuckDB's ``memory_limit``, batch and row-group buffers). Raises :class:`TransformCancelled`
+    when ``cancelled()`` turns true, :class:`InvalidInputError` for unreadable input or a bad
+    ``sort.by``; on every error the whole ``output_dir`` is deleted first."""
     output_dir = output_dir.rstrip("/")
     columns = table.sd.columns
     if not columns:
@@ -364,19 +440,35 @@ def execute_partition(plan: PartitionPlan, *, table: Table, partition: Partition
     bytes_read = rows_written = bytes_written = 0
     try:
         fs.mkdirs(output_dir)
-        for i, files in enumerate(plan.output_files):
-            if cancelled is not None and cancelled():
-                raise TransformCancelled(
-                    f"transformation of partition '{plan.name or '(unpartitioned)'}' of "
-                    f"{table.db_name}.{table.name} was cancelled")
-            rows, size = _write_group(i, files, table=table, partition=partition,
-                                      definition=definition, fs=fs, output_dir=output_dir,
-                                      schema=schema, sort_keys=sort_keys, stats=stats)
-            bytes_read += plan.estimated_bytes[i] if i < len(plan.estimated_bytes) else 0
-            rows_written += rows
-            bytes_written += size
-            if progress is not None:
-                progress(bytes_read, rows_written, bytes_written, rows_written)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="strata-write") as pool:
+            for i, files in enumerate(plan.output_files):
+                planned = plan.estimated_bytes[i] if i < len(plan.estimated_bytes) else 0
+                group = [0, 0]  # rows and text bytes read of this output file so far
+
+                def advance(rows: int, nbytes: int, planned: int = planned,
+                            group: list[int] = group) -> None:
+                    # Live progress within an output file: bytes capped at what was planned
+                    # (decompressed text is larger), rows as read.
+                    group[0] += rows
+                    group[1] = min(planned, group[1] + nbytes)
+                    if progress is not None:
+                        progress(bytes_read + group[1], rows_written + group[0],
+                                 bytes_written, rows_written)
+
+                if cancelled is not None and cancelled():
+                    raise TransformCancelled(
+                        f"transformation of partition '{plan.name or '(unpartitioned)'}' of "
+                        f"{table.db_name}.{table.name} was cancelled")
+                rows, size = _write_group(i, files, table=table, partition=partition,
+                                          definition=definition, fs=fs, output_dir=output_dir,
+                                          schema=schema, sort_keys=sort_keys, stats=stats,
+                                          memory_limit_bytes=memory_limit_bytes, pool=pool,
+                                          on_progress=advance if progress is not None else None)
+                bytes_read += planned
+                rows_written += rows
+                bytes_written += size
+                if progress is not None:
+                    progress(bytes_read, rows_written, bytes_written, rows_written)
     except BaseException:
         try:
             fs.delete(output_dir, recursive=True)

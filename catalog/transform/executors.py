@@ -57,17 +57,22 @@ class Executor(Protocol):
 
 
 class EmbeddedExecutor:
-    """In-process DuckDB / pyarrow: :func:`execute_partition` on the calling thread."""
+    """In-process DuckDB / pyarrow: :func:`execute_partition` on the calling thread, its memory
+    bounded by ``memory_limit_bytes`` (default ``settings.transform_memory_limit_bytes``)."""
 
-    def __init__(self, fs: Namespace, options: Mapping[str, str], settings: Settings) -> None:
+    def __init__(self, fs: Namespace, options: Mapping[str, str], settings: Settings,
+                 memory_limit_bytes: int | None = None) -> None:
         self.fs = fs
+        self.memory_limit_bytes = (memory_limit_bytes if memory_limit_bytes is not None
+                                   else settings.transform_memory_limit_bytes)
 
     def run(self, task: PartitionTask, progress: ProgressFn | None = None,
             cancelled: Callable[[], bool] | None = None) -> Layout:
         return execute_partition(
             task.plan, table=task.table, partition=task.partition, definition=task.definition,
             fs=self.fs, output_dir=task.output_dir, version=task.version,
-            source_fingerprint=task.source_fingerprint, progress=progress, cancelled=cancelled)
+            source_fingerprint=task.source_fingerprint, progress=progress, cancelled=cancelled,
+            memory_limit_bytes=self.memory_limit_bytes)
 
     def close(self) -> None:
         pass

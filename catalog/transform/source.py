@@ -1,10 +1,25 @@
 """Reading a source table's data files exactly as Hive reads them, in bulk, into Arrow.
 
 :func:`read_source` turns the data files of a table (or partition) into a ``pyarrow.Table`` whose
-columns carry the Hive column types (:func:`hive_to_arrow_type`); :func:`iter_source_tables`
-yields one table per file for streaming. No row is ever handled in Python: text is split into
-lines by Arrow compute over large decoded chunks, and every field is split, NULL-mapped and typed
-by one DuckDB SQL query per file.
+columns carry the Hive column types (:func:`hive_to_arrow_type`); :func:`iter_source_batches`
+streams the same rows as tables of many files' lines each (about :func:`batch_bytes_for` bytes of
+text, bounded by the memory limit), :func:`iter_source_tables` one table per file. No row is ever
+handled in Python:
+
+* UTF-8 text (the default ``serialization.encoding``) is read in blocks (up to 8 files opened and
+  read ahead in a thread pool), cut into pieces of whole lines with every line end made ``\\n``,
+  the BOM and the header/footer lines of each file dropped (all bytes operations in C);
+* pieces of many files form one batch and one DuckDB query types the batch. For
+  LazySimpleSerDe without escapes (``escape.delim`` unset or equal to the delimiter), without
+  ``last.column.takes.rest``, with an ASCII delimiter, that query is DuckDB's ``read_csv`` over
+  the batch written to a temporary file (every column VARCHAR, no quoting or escaping,
+  ``null_padding``, ``strict_mode=false`` for extra fields, ``nullstr`` the NULL format; empty
+  lines, which that reader would skip, are first replaced by a marker that means one empty field;
+  undecodable bytes are replaced first) and the typing SQL below; a batch that holds the marker
+  itself, or that the reader refuses, takes the general route: Arrow splits the lines and one SQL
+  query splits, NULL-maps, unescapes and types them. Both routes give the same rows
+  (tests/unit/test_transform_source_fast.py compares them);
+* other encodings are decoded per file with Python's incremental decoder, one query per file.
 
 Serdes
 ------
@@ -50,7 +65,10 @@ Serdes
 * ``ParquetHiveSerDe``: each file read with pyarrow (INT96 as microseconds); columns matched by
   name case-insensitively (Hive's default), a column the file lacks is NULL, others are cast to
   the Hive type (integer/float widening, decimal, timestamp units, varchar/char truncation);
-  a conversion Arrow cannot do safely raises :class:`InvalidInputError`.
+  a conversion Arrow cannot do safely raises :class:`InvalidInputError`. Complex columns
+  (array, map, struct) come through with their Arrow types.
+* ``OrcSerde``: the same, read with ``pyarrow.orc``; files whose columns are all named
+  ``_col<N>`` (older Hive writers) are matched by position.
 
 Both text serdes honour the table parameters ``skip.header.line.count`` and
 ``skip.footer.line.count`` per file. Compressed text by extension: ``.gz`` and ``.bz2`` (Python's
@@ -62,9 +80,14 @@ Files: ``file:`` URIs and plain absolute paths are opened directly; any other UR
 ``strata:///...``) is streamed through ``fs.location_of(uri)[0].open_input(uri)`` and needs
 ``fs`` (else :class:`InvalidInputError`). Row order: file order, then line order.
 
-Why not DuckDB's ``read_csv`` for the lines: it takes ``\\r`` and ``\\n`` of a ``\\r\\n`` pair as
-two line ends (an extra empty record per Windows line end) and cannot skip footers per file, so
-the line layer is Arrow's and DuckDB does the rest.
+Why the line layer is Strata's and not DuckDB's ``read_csv`` over the source files: it takes
+``\\r`` and ``\\n`` of a ``\\r\\n`` pair as two line ends, skips empty lines, cannot skip footers per
+file, drops only the first BOM of its input and rejects invalid UTF-8; over normalized text
+(above) none of that can happen.
+
+Integer and decimal fields that are already the canonical text of their value (``-12``,
+``3.40`` for decimal(p,2)) are typed by the cast alone; any other text goes through the full
+Hive rules above (same result, the regular expressions only for the unusual fields).
 """
 
 from __future__ import annotations
@@ -72,9 +95,15 @@ from __future__ import annotations
 import bz2
 import codecs
 import gzip
+import os
 import re
+import shutil
+import struct
+import tempfile
 import zlib
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
@@ -91,6 +120,7 @@ from catalog.models import Column, StorageDescriptor
 LAZY_SIMPLE_SERDE = "org.apache.hadoop.hive.serde2.lazy.LazySimpleSerDe"
 OPEN_CSV_SERDE = "org.apache.hadoop.hive.serde2.OpenCSVSerde"
 PARQUET_SERDE = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
+ORC_SERDE = "org.apache.hadoop.hive.ql.io.orc.OrcSerde"
 
 #: Decoded text handed to Arrow's line splitter at a time (a line is never cut).
 _CHUNK_BYTES = 16 << 20
@@ -360,14 +390,24 @@ def _serde_byte(value: str | None, default: str) -> str:
 _JAVA_BLANKS = r"^[\x{0}-\x{20}]+|[\x{0}-\x{20}]+$"
 
 
+def _canonical_first(f: str, sql_type: str, full: str) -> str:
+    """``full`` (the exact Hive parse of ``f``), short-cut for a field that is already the
+    canonical text of its value (``-12``, ``3.40`` for decimal(p,2)): such a field is inside
+    Hive's grammar and the cast is its value, so the result is the same, only cheaper than the
+    regular expressions."""
+    cast = f"TRY_CAST({f} AS {sql_type})"
+    return f"CASE WHEN CAST({cast} AS VARCHAR) = {f} THEN {cast} ELSE {full} END"
+
+
 def _typed(f: str, unescaped: str, hive_type: str, name: str) -> str:
     """SQL converting the raw field ``f`` (VARCHAR, NULL when missing) to ``hive_type`` as
     Hive's lazy objects parse it; ``unescaped`` is the field with escapes resolved."""
     t = hive_type.strip().lower()
     base = _base_name(t)
     if t in _INT_SQL:
-        return (f"CASE WHEN regexp_full_match({f}, '[+-]?[0-9]+(\\.[0-9]*)?') THEN "
+        full = (f"CASE WHEN regexp_full_match({f}, '[+-]?[0-9]+(\\.[0-9]*)?') THEN "
                 f"TRY_CAST(regexp_extract({f}, '^[+-]?[0-9]+') AS {_INT_SQL[t]}) END")
+        return _canonical_first(f, _INT_SQL[t], full)
     if t in ("float", "double", "double precision"):
         v = f"regexp_replace({f}, '{_JAVA_BLANKS}', '', 'g')"
         num = r"[+-]?(NaN|Infinity|([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?[fFdD]?)"
@@ -378,8 +418,9 @@ def _typed(f: str, unescaped: str, hive_type: str, name: str) -> str:
         p, s = _decimal_ps(t.replace("numeric", "decimal", 1))
         v = f"trim({f}, ' ')"
         num = r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?"
-        return (f"CASE WHEN regexp_full_match({v}, '{num}') THEN "
+        full = (f"CASE WHEN regexp_full_match({v}, '{num}') THEN "
                 f"TRY_CAST({v} AS DECIMAL({p},{s})) END")
+        return _canonical_first(f, f"DECIMAL({p},{s})", full)
     if t == "boolean":
         return (f"CASE lower({f}) WHEN 'true' THEN true WHEN 'false' THEN false END")
     if t == "date":
@@ -495,6 +536,8 @@ def _serde_kind(sd: StorageDescriptor) -> str:
         return "csv"
     if lib == PARQUET_SERDE or lib.endswith(".ParquetHiveSerDe"):
         return "parquet"
+    if lib == ORC_SERDE or lib.endswith(".OrcSerde"):
+        return "orc"
     raise InvalidInputError(f"serde {lib} is not supported as a transformation source yet")
 
 
@@ -528,13 +571,24 @@ def _cast_parquet_column(col: pa.ChunkedArray, hive_type: str, target: pa.DataTy
 
 
 def _parquet_table(uri: str, fs: Namespace | None, columns: list[Column],
-                   schema: pa.Schema) -> pa.Table:
+                   schema: pa.Schema, kind: str = "parquet") -> pa.Table:
+    """A Parquet or ORC file as a table of the Hive columns (by name; ORC files whose columns
+    are all named ``_col<N>``, as older Hive writes them, by position)."""
     with _open_raw(uri, fs) as f:
         try:
-            data = pq.read_table(f, coerce_int96_timestamp_unit="us")
+            if kind == "orc":
+                import pyarrow.orc as po
+
+                data = po.ORCFile(f).read()
+            else:
+                data = pq.read_table(f, coerce_int96_timestamp_unit="us")
         except (pa.ArrowException, OSError) as e:
-            raise InvalidInputError(f"cannot read Parquet file {uri}: {e}") from e
+            raise InvalidInputError(f"cannot read {kind.upper() if kind == 'orc' else 'Parquet'} "
+                                    f"file {uri}: {e}") from e
     by_name = {name.lower(): i for i, name in enumerate(data.column_names)}
+    if kind == "orc" and data.column_names and all(
+            re.fullmatch(r"_col\d+", n) for n in data.column_names):
+        by_name = {c.name.lower(): i for i, c in enumerate(columns) if i < data.num_columns}
     arrays = []
     for col, field in zip(columns, schema):
         i = by_name.get(col.name.lower())
@@ -546,32 +600,393 @@ def _parquet_table(uri: str, fs: Namespace | None, columns: list[Column],
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
+# -- normalized pieces of text ---------------------------------------------------------------------
+
+_BOM = b"\xef\xbb\xbf"
+#: Stands for an empty line in the fast path's CSV text (DuckDB's reader skips empty lines).
+_EMPTY_LINE = "\ufdd2"
+_EMPTY_LINE_B = _EMPTY_LINE.encode("utf-8")
+
+
+def _drop_head(piece: bytes, lines: int) -> tuple[bytes, int]:
+    """``piece`` without its first ``lines`` lines; the lines still to drop."""
+    pos = 0
+    while lines:
+        nl = piece.find(b"\n", pos)
+        if nl < 0:
+            return b"", lines
+        pos, lines = nl + 1, lines - 1
+    return piece[pos:], 0
+
+
+def _tail_start(held: bytes, lines: int) -> int:
+    """Offset in ``held`` (``\\n``-terminated, more than ``lines`` lines) of its last ``lines`` lines."""
+    pos = len(held) - 1
+    for _ in range(lines):
+        pos = held.rfind(b"\n", 0, pos)
+    return pos + 1
+
+
+def _pieces(first: bytes, stream: Any, uri: str, header: int, footer: int,
+            block_bytes: int) -> Iterator[bytes]:
+    """One UTF-8 file's lines as Hadoop's LineRecordReader cuts them, as byte pieces of whole
+    lines: BOM dropped, every line end (``\\r\\n``, lone ``\\r``, ``\\n``) made ``\\n``, the last line
+    terminated, ``header`` / ``footer`` lines skipped. ``first`` is the first block read."""
+    carry = b""
+    block = first
+    bom_checked = False
+    held = b""
+    while True:
+        eof = not block
+        data = carry + block if carry else block
+        carry = b""
+        if not bom_checked:
+            if len(data) < len(_BOM) and not eof:
+                carry, block = data, _read_block(stream, uri, block_bytes)
+                continue
+            if data.startswith(_BOM):
+                data = data[len(_BOM):]
+            bom_checked = True
+        if eof:
+            piece = data
+        else:
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                cut = data.rfind(b"\r", 0, len(data) - 1)  # a final \r may start a \r\n
+            if cut < 0:
+                carry, block = data, _read_block(stream, uri, block_bytes)
+                continue
+            piece, carry = data[:cut + 1], data[cut + 1:]
+        if b"\r" in piece:
+            piece = piece.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if piece and piece[-1:] != b"\n":
+            piece += b"\n"
+        if header and piece:
+            piece, header = _drop_head(piece, header)
+        if footer:
+            held += piece
+            if held.count(b"\n") > footer:
+                cut = _tail_start(held, footer)
+                piece, held = held[:cut], held[cut:]
+            else:
+                piece = b""
+        if piece:
+            yield piece
+        if eof:
+            return
+        block = _read_block(stream, uri, block_bytes)
+
+
+def _read_block(stream: Any, uri: str, n: int) -> bytes:
+    try:
+        block: bytes = stream.read(n)
+    except (OSError, EOFError, zlib.error) as e:
+        raise InvalidInputError(f"cannot read source file {uri}: {e}") from e
+    return block
+
+
+class _OpenFile:
+    """A source file opened (decompressing) and its first block read, off the calling thread."""
+
+    def __init__(self, uri: str, fs: Namespace | None, block_bytes: int) -> None:
+        self.uri = uri
+        self.stack = ExitStack()
+        try:
+            raw = self.stack.enter_context(_open_raw(uri, fs))
+            self.stream: Any = _decompressed(uri, raw)
+            if self.stream is not raw and hasattr(self.stream, "close"):
+                self.stack.callback(self.stream.close)
+            self.first = _read_block(self.stream, uri, block_bytes)
+        except BaseException:
+            self.stack.close()
+            raise
+
+    def close(self) -> None:
+        self.stack.close()
+
+
+def _opened(files: list[str], fs: Namespace | None, block_bytes: int,
+            ahead: int) -> Iterator[_OpenFile]:
+    """``files`` opened in order, up to ``ahead`` of them being opened and read in a thread pool
+    (remote storages answer slowly, local small files cost their system calls). The caller closes
+    each; the ones not handed out are closed here."""
+    if ahead <= 1 or len(files) <= 1:
+        for uri in files:
+            yield _OpenFile(uri, fs, block_bytes)
+        return
+    pending: deque[Future[_OpenFile]] = deque()
+    with ThreadPoolExecutor(max_workers=ahead, thread_name_prefix="strata-read") as pool:
+        try:
+            it = iter(files)
+            for uri in it:
+                pending.append(pool.submit(_OpenFile, uri, fs, block_bytes))
+                if len(pending) >= ahead:
+                    break
+            while pending:
+                opened = pending.popleft().result()
+                nxt = next(it, None)
+                if nxt is not None:
+                    pending.append(pool.submit(_OpenFile, nxt, fs, block_bytes))
+                yield opened
+        finally:
+            for fut in pending:
+                fut.cancel()
+            for fut in pending:
+                if not fut.cancelled() and fut.exception() is None:
+                    fut.result().close()
+
+
+def _utf8_valid(data: bytes) -> bool:
+    """Whether ``data`` is valid UTF-8 (Arrow's vectorised check, no copy)."""
+    offsets = pa.py_buffer(struct.pack("<qq", 0, len(data)))
+    arr = pa.Array.from_buffers(pa.large_string(), 1, [None, offsets, pa.py_buffer(data)])
+    try:
+        arr.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _decoded_utf8(piece: bytes) -> bytes:
+    """``piece`` with undecodable bytes replaced by U+FFFD, as Hive's ``Text`` decodes."""
+    if _utf8_valid(piece):
+        return piece
+    return piece.decode("utf-8", errors="replace").encode("utf-8")
+
+
+def _lines_of(pieces: list[bytes]) -> pa.Array:
+    """The lines of normalized pieces (each a run of ``\\n``-terminated lines)."""
+    text = b"".join(pieces)
+    if not text:
+        return pa.array([], pa.large_string())
+    arr = pa.array([text.decode("utf-8", errors="replace")], pa.large_string())
+    lines = pc.list_flatten(pc.split_pattern(arr, "\n"))
+    return lines.slice(0, len(lines) - 1)  # the empty piece after the last line end
+
+
+# -- the batch reader ---------------------------------------------------------------------------
+
+def _fast_lazy_simple(params: dict[str, str]) -> tuple[str, str] | None:
+    """``(delimiter, null format)`` when LazySimpleSerDe's parameters allow DuckDB's CSV reader
+    over normalized text (no escapes, no ``last.column.takes.rest``, an ASCII delimiter, a NULL
+    format without line end or delimiter), else None."""
+    delim = _serde_byte(params.get("field.delim", params.get("serialization.format")), "\x01")
+    null_format = params.get("serialization.null.format", "\\N")
+    esc_param = params.get("escape.delim")
+    if esc_param is not None and _serde_byte(esc_param, "\\") != delim:
+        return None
+    if params.get("serialization.last.column.takes.rest", "").strip().lower() == "true":
+        return None
+    if not (" " <= delim < "\x7f" or delim in "\t\x01\x02\x03\x04\x05\x06\x07\x08\x0b\x0c"):
+        return None
+    if delim in '"\\' or any(ch in null_format for ch in (delim, "\n", "\r")):
+        return None
+    return delim, null_format
+
+
+class _BatchReader:
+    """Reads text files in batches of whole lines of many files, one DuckDB query per batch."""
+
+    def __init__(self, kind: str, columns: list[Column], params: dict[str, str],
+                 schema: pa.Schema, con: duckdb.DuckDBPyConnection, tmpdir: str) -> None:
+        self.columns = columns
+        self.schema = schema
+        self.con = con
+        self.tmpdir = tmpdir
+        self.fast = _fast_lazy_simple(params) if kind == "lazy" else None
+        self.slow_sql = (_lazy_simple_sql(columns, params) if kind == "lazy"
+                         else _open_csv_sql(columns, params))
+        self.fast_sql = self._fast_sql(params) if self.fast is not None else ""
+        self.seq = 0
+
+    def _fast_sql(self, params: dict[str, str]) -> str:
+        assert self.fast is not None
+        delim, null_format = self.fast
+        names = [f"c{i}" for i in range(len(self.columns))]
+        spec = ", ".join(f"'{n}': 'VARCHAR'" for n in names)
+        self.csv_options = (f"auto_detect=false, header=false, columns={{{spec}}}, "
+                            f"delim={_sql_str(delim)}, quote='', escape='', new_line='\\n', "
+                            f"null_padding=true, strict_mode=false, "
+                            f"nullstr={_sql_str(null_format)}")
+        selects = []
+        for i, col in enumerate(self.columns):
+            f = names[i]
+            if i == 0:  # an empty line: one empty field (NULL when the NULL format is empty)
+                empty = "NULL" if null_format == "" else "''"
+                f = f"(CASE WHEN c0 = '{_EMPTY_LINE}' THEN {empty} ELSE c0 END)"
+            selects.append(f"{_typed(f, f, col.type, col.name)} AS {names[i]}")
+        return f"SELECT {', '.join(selects)} FROM read_csv(?, {self.csv_options})"
+
+    def tables(self, pieces: list[bytes]) -> pa.Table:
+        """The rows of ``pieces`` (normalized whole lines, in order), typed by the schema."""
+        if self.fast is not None:
+            got = self._fast(pieces)
+            if got is not None:
+                return got
+        return _text_table(self.con, pa.chunked_array([_lines_of(pieces)], pa.large_string()),
+                           self.slow_sql, self.schema)
+
+    def _fast(self, pieces: list[bytes]) -> pa.Table | None:
+        if any(_EMPTY_LINE_B in p for p in pieces):
+            return None  # the text holds the empty-line marker itself
+        fixed = [_decoded_utf8(p) for p in pieces]
+        data = b"".join(_marked_empty(p) for p in fixed)
+        if not data:
+            return None
+        if data.startswith(_BOM):
+            return None  # DuckDB would drop it, Hive keeps a second BOM
+        self.seq += 1
+        path = os.path.join(self.tmpdir, f"batch-{self.seq}.txt")
+        try:
+            with open(path, "wb") as out:
+                out.write(data)
+            del data
+            # No line is longer than the longest piece; DuckDB's buffer is that (or its 2 MiB
+            # default line bound), not its 16-line-bounds default, to stay within the budget.
+            longest = max(_MIN_LINE, max(len(p) for p in fixed) + 1)
+            try:
+                got = self.con.execute(
+                    self.fast_sql.replace("read_csv(?, ", f"read_csv({_sql_str(path)}, "
+                                          f"max_line_size={longest}, buffer_size={longest}, ", 1)
+                ).arrow().read_all()
+            except duckdb.Error:
+                return None  # whatever DuckDB's reader refuses, the line layer below reads
+        finally:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        got = got.rename_columns([f.name for f in self.schema])
+        return got.cast(self.schema)
+
+
+#: Smallest ``max_line_size`` handed to DuckDB's reader (its default).
+_MIN_LINE = 2 << 20
+
+
+def _marked_empty(piece: bytes) -> bytes:
+    """``piece`` with every empty line replaced by the empty-line marker."""
+    if not piece.startswith(b"\n") and b"\n\n" not in piece:
+        return piece
+    x = b"\n" + piece
+    while b"\n\n" in x:
+        x = x.replace(b"\n\n", b"\n" + _EMPTY_LINE_B + b"\n")
+    return x[1:]
+
+
+def batch_bytes_for(memory_limit_bytes: int | None) -> int:
+    """Text bytes per batch: a sixteenth of the memory limit, within 1 MiB and 64 MiB."""
+    if memory_limit_bytes is None:
+        return _BATCH_BYTES
+    return max(1 << 20, min(_BATCH_BYTES, memory_limit_bytes // 16))
+
+
+#: Text bytes per batch without a memory limit.
+_BATCH_BYTES = 64 << 20
+
+
+def configure_duckdb(con: duckdb.DuckDBPyConnection, memory_limit_bytes: int | None,
+                     threads: int | None, temp_directory: str | None) -> None:
+    """Apply the executor's limits to a DuckDB connection."""
+    if memory_limit_bytes is not None:
+        con.execute(f"SET memory_limit='{max(1 << 20, memory_limit_bytes) // 1024}KiB'")
+        # DuckDB's allocator keeps freed memory cached up to this (default 128 MiB).
+        con.execute(f"SET allocator_flush_threshold='{max(1 << 20, memory_limit_bytes // 4) // 1024}KiB'")
+    con.execute(f"SET threads={max(1, threads or os.cpu_count() or 1)}")
+    if temp_directory is not None:
+        con.execute(f"SET temp_directory={_sql_str(temp_directory)}")
+    con.execute("SET preserve_insertion_order=true")
+    con.execute("SET enable_progress_bar=false")  # it would print to stdout
+
+
+def iter_source_batches(files: list[str], sd: StorageDescriptor, columns: list[Column],
+                        table_parameters: dict[str, str], fs: Namespace | None = None, *,
+                        memory_limit_bytes: int | None = None,
+                        threads: int | None = None,
+                        on_bytes: Callable[[int], None] | None = None) -> Iterator[pa.Table]:
+    """The rows of ``files`` in order, as Arrow tables typed as :func:`read_source`, each holding
+    whole lines of one or more files (about :func:`batch_bytes_for` text bytes; a Parquet file is
+    one table). ``memory_limit_bytes`` bounds DuckDB (a quarter of it) and the batch size, so the
+    memory held is a few batches; ``threads`` is DuckDB's thread count (default: CPUs);
+    ``on_bytes(n)`` is told of each ``n`` bytes of (decompressed) text taken in, for progress.
+
+    Serde properties are the descriptor's serde parameters overridden by the table parameters,
+    as Hive builds a serde's properties (``TBLPROPERTIES ('serialization.null.format'='')``
+    is how Spark DDL sets a NULL format)."""
+    kind = _serde_kind(sd)
+    if not columns:
+        raise InvalidInputError("no columns to read")
+    schema = _source_schema(kind, columns)
+    if kind in ("parquet", "orc"):
+        for uri in files:
+            yield _parquet_table(uri, fs, columns, schema, kind)
+        return
+    params = serde_properties(sd, table_parameters)
+    header = _skip_count(table_parameters, "skip.header.line.count")
+    footer = _skip_count(table_parameters, "skip.footer.line.count")
+    encoding = params.get("serialization.encoding") or "utf-8"
+    try:
+        codec = codecs.lookup(encoding)
+    except LookupError as e:
+        raise InvalidInputError(f"unknown serialization.encoding '{encoding}'") from e
+    batch = batch_bytes_for(memory_limit_bytes)
+    con = duckdb.connect()
+    tmpdir = tempfile.mkdtemp(prefix="strata-source-")
+    try:
+        configure_duckdb(con, None if memory_limit_bytes is None else memory_limit_bytes // 4,
+                         threads, tmpdir)
+        reader = _BatchReader(kind, columns, params, schema, con, tmpdir)
+        if codec.name != "utf-8":  # other encodings: decoded whole-file, one query per file
+            for uri in files:
+                lines = _skip(_file_lines(uri, fs, encoding), header, footer)
+                yield _text_table(con, lines, reader.slow_sql, schema)
+            return
+        pending: list[bytes] = []
+        size = 0
+        block = max(64 << 10, batch // 4)
+        for opened in _opened(files, fs, block, ahead=8):
+            try:
+                for piece in _pieces(opened.first, opened.stream, opened.uri, header, footer,
+                                     block):
+                    pending.append(piece)
+                    size += len(piece)
+                    if on_bytes is not None:
+                        on_bytes(len(piece))
+                    if size >= batch:
+                        yield reader.tables(pending)
+                        pending, size = [], 0
+            finally:
+                opened.close()
+        if pending:
+            yield reader.tables(pending)
+    finally:
+        con.close()
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def serde_properties(sd: StorageDescriptor, table_parameters: dict[str, str]) -> dict[str, str]:
+    """A serde's properties as Hive gives them to it: the descriptor's serde parameters, then
+    the table parameters over them."""
+    return {**sd.serde.parameters, **{k: v for k, v in table_parameters.items() if v is not None}}
+
+
+def _source_schema(kind: str, columns: list[Column]) -> pa.Schema:
+    if kind in ("parquet", "orc"):
+        return arrow_schema(columns)
+    return pa.schema([pa.field(c.name, pa.string() if kind == "csv" else hive_to_arrow_type(c.type))
+                      for c in columns])
+
+
 def iter_source_tables(files: list[str], sd: StorageDescriptor, columns: list[Column],
                        table_parameters: dict[str, str],
                        fs: Namespace | None = None) -> Iterator[pa.Table]:
     """One Arrow table per file of ``files`` (in order), typed as :func:`read_source`."""
-    kind = _serde_kind(sd)
     if not columns:
         raise InvalidInputError("no columns to read")
-    schema = arrow_schema(columns) if kind == "parquet" else pa.schema(
-        [pa.field(c.name, pa.string() if kind == "csv" else hive_to_arrow_type(c.type))
-         for c in columns])
-    if kind == "parquet":
-        for uri in files:
-            yield _parquet_table(uri, fs, columns, schema)
-        return
-    params = sd.serde.parameters
-    sql = _lazy_simple_sql(columns, params) if kind == "lazy" else _open_csv_sql(columns, params)
-    header = _skip_count(table_parameters, "skip.header.line.count")
-    footer = _skip_count(table_parameters, "skip.footer.line.count")
-    encoding = params.get("serialization.encoding") or "utf-8"
-    con = duckdb.connect()
-    try:
-        for uri in files:
-            lines = _skip(_file_lines(uri, fs, encoding), header, footer)
-            yield _text_table(con, lines, sql, schema)
-    finally:
-        con.close()
+    schema = _source_schema(_serde_kind(sd), columns)
+    for uri in files:
+        parts = list(iter_source_batches([uri], sd, columns, table_parameters, fs))
+        yield pa.concat_tables(parts) if parts else schema.empty_table()
 
 
 def read_source(files: list[str], sd: StorageDescriptor, columns: list[Column],
@@ -579,14 +994,12 @@ def read_source(files: list[str], sd: StorageDescriptor, columns: list[Column],
     """The rows of ``files`` read as Hive reads them with ``sd``'s serde, typed by ``columns``
     (see the module docstring for the exact semantics). Raises :class:`InvalidInputError` for an
     unsupported serde, type or compression, and for an unreadable file."""
-    tables = list(iter_source_tables(files, sd, columns, table_parameters, fs))
+    tables = list(iter_source_batches(files, sd, columns, table_parameters, fs))
     if not tables:
-        kind = _serde_kind(sd)
-        return pa.Table.from_batches([], pa.schema(
-            [pa.field(c.name, pa.string() if kind == "csv" else hive_to_arrow_type(c.type))
-             for c in columns]))
+        return _source_schema(_serde_kind(sd), columns).empty_table()
     return pa.concat_tables(tables)
 
 
 __all__ = ["hive_to_arrow_type", "arrow_schema", "read_source", "iter_source_tables",
+           "iter_source_batches", "batch_bytes_for", "configure_duckdb",
            "LAZY_SIMPLE_SERDE", "OPEN_CSV_SERDE", "PARQUET_SERDE"]
