@@ -8,6 +8,8 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from catalog.cache.config import CacheConfig
+
 
 def _comma_list(value: Any) -> Any:
     """``a,b`` (as the environment gives it) -> ``["a", "b"]``; lists pass as they are."""
@@ -112,3 +114,8 @@ class Settings(BaseSettings):
     s3_region: str = Field(default="us-east-1", description="region the S3 gateway signs for")
     s3_max_object_bytes: int = Field(
         default=5 * 1024**4, ge=1, description="largest object a PutObject or upload may make")
+    cache_tiers: CacheConfig | None = Field(
+        default=None,
+        description="the block store's tiers as JSON, e.g. {\"block_size\": \"64MiB\", \"tiers\": "
+                    "[{\"alias\": \"MEM\", \"dirs\": [{\"path\": \"/dev/shm/strata\", "
+                    "\"quota\": \"4GiB\"}]}]}; unset: one tier at <data_dir>/cache")

@@ -122,6 +122,40 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
         PRIMARY KEY (job_id, partition_name)
     )
     """,
+    # 5: the block store's index (catalog/cache): committed blocks keyed by the under-storage
+    # file's identity, and the pin / TTL rules by path prefix.
+    """
+    CREATE TABLE cache_blocks (
+        block_id TEXT PRIMARY KEY,
+        file_key TEXT NOT NULL,
+        uri TEXT NOT NULL,
+        file_size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        etag TEXT,
+        block_index INTEGER NOT NULL,
+        tier TEXT NOT NULL,
+        dir TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        checksum INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        last_access INTEGER NOT NULL,
+        access_count INTEGER NOT NULL,
+        lrfu_score REAL NOT NULL,
+        pinned INTEGER NOT NULL DEFAULT 0,
+        expire_at REAL,
+        ttl_action TEXT,
+        persisted INTEGER NOT NULL DEFAULT 1
+    );
+    CREATE INDEX cache_blocks_file ON cache_blocks (file_key);
+    CREATE INDEX cache_blocks_uri ON cache_blocks (uri);
+    CREATE TABLE cache_rules (
+        prefix TEXT PRIMARY KEY,
+        pinned INTEGER NOT NULL DEFAULT 0,
+        ttl_s REAL,
+        ttl_action TEXT,
+        updated_at REAL NOT NULL
+    )
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -260,7 +260,7 @@ def test_schema_migrates_from_version_1(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     store = StateStore(path)
-    assert store.schema_version() == SCHEMA_VERSION == 4
+    assert store.schema_version() == SCHEMA_VERSION
     assert store.partition_locations() == [(1, "p=1", "file:///x/p=1")]
 
 
