@@ -89,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="HMS Thrift port for Trino: local file: locations as local:/// "
                         "(9084; 0 disables)")
     p.add_argument("--rest-port", type=int, metavar="PORT", help="REST port (8080)")
+    p.add_argument("--s3-port", type=int, metavar="PORT",
+                   help="S3 gateway port (default $CATALOG_S3_PORT; 0: off)")
     p.add_argument("--sync-interval", type=float, metavar="SECONDS",
                    help="default periodic sync interval (0 disables)")
     p.set_defaults(func=_cmd_serve)
@@ -214,7 +216,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     given = {"data_dir": args.data_dir, "host": args.host, "thrift_port": args.thrift_port,
              "trino_thrift_port": args.trino_thrift_port,
-             "rest_port": args.rest_port, "sync_interval_s": args.sync_interval}
+             "rest_port": args.rest_port, "s3_port": args.s3_port,
+             "sync_interval_s": args.sync_interval}
     try:
         settings = Settings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as e:
@@ -402,7 +405,7 @@ def _follow(client: CatalogClient, job_id: int, quiet: bool) -> dict[str, Any]:
             total = job["bytes_total"] or None
             bar.update(task, total=total, completed=job["bytes_read"],
                        description=f"job {job_id} {job['state']}",
-                       rows=f"{job['rows_written']:,}",
+                       rows=f"{max(job['rows_read'], job['rows_written']):,}",
                        parts=(f"{job['partitions_done']}/{job['partitions_total']} partitions"
                               if job["partitions_total"] > 1 else ""))
             if job["state"] not in ("queued", "running"):

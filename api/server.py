@@ -35,6 +35,16 @@ class StrataServer:
                                 port=settings.rest_port, log_level="warning", access_log=False)
         self.rest = uvicorn.Server(config)
         self._rest_thread: threading.Thread | None = None
+        self.s3: uvicorn.Server | None = None
+        self._s3_thread: threading.Thread | None = None
+        if settings.s3_port:
+            from api.s3 import create_s3_app  # refuses anonymous access beyond loopback
+
+            gateway = create_s3_app(self.service.fs, settings,
+                                    spool_dir=settings.data_dir / "s3-spool")
+            self.s3 = uvicorn.Server(uvicorn.Config(
+                gateway, host=settings.host, port=settings.s3_port, log_level="warning",
+                access_log=False, lifespan="off"))
 
     def _thrift_listener(self, port: int, view: ClientView) -> ThriftServer:
         s = self.settings
@@ -55,6 +65,16 @@ class StrataServer:
                 return int(sock.getsockname()[1])
         return self.settings.rest_port
 
+    @property
+    def s3_port(self) -> int | None:
+        """The S3 gateway's bound port (None when it is off)."""
+        if self.s3 is None:
+            return None
+        for srv in getattr(self.s3, "servers", None) or []:
+            for sock in srv.sockets:
+                return int(sock.getsockname()[1])
+        return self.settings.s3_port
+
     def status(self) -> dict[str, Any]:
         """The server-level part of ``GET /api/v1/status``: listeners and the scheduler."""
         host = self.settings.host
@@ -64,6 +84,9 @@ class StrataServer:
         if self.trino_thrift is not None:
             listeners.append({"name": "thrift-trino", "protocol": "thrift", "host": host,
                               "port": self.trino_thrift.port})
+        if self.s3 is not None:
+            listeners.append({"name": "s3", "protocol": "http", "host": host,
+                              "port": self.s3_port})
         return {"listeners": listeners, "scheduler": self.scheduler.state()}
 
     def start(self) -> StrataServer:
@@ -74,6 +97,9 @@ class StrataServer:
         self.service.transforms.start()
         self._rest_thread = threading.Thread(target=self.rest.run, name="rest", daemon=True)
         self._rest_thread.start()
+        if self.s3 is not None:
+            self._s3_thread = threading.Thread(target=self.s3.run, name="s3", daemon=True)
+            self._s3_thread.start()
         return self
 
     def wait_started(self, timeout: float = 30.0) -> None:
@@ -86,6 +112,12 @@ class StrataServer:
             if time.monotonic() > deadline:
                 raise TimeoutError("REST server did not start")
             time.sleep(0.05)
+        while self.s3 is not None and not self.s3.started:
+            if self._s3_thread is not None and not self._s3_thread.is_alive():
+                raise RuntimeError(f"S3 gateway failed to start on port {self.settings.s3_port}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("S3 gateway did not start")
+            time.sleep(0.05)
 
     def serve_forever(self) -> None:
         self.start()
@@ -95,6 +127,10 @@ class StrataServer:
         if self.trino_thrift is not None:
             log.info("Strata serving Trino (local:/// locations): thrift://%s:%d",
                      self.settings.host, self.trino_thrift.port)
+        if self.s3 is not None:
+            log.info("Strata serving S3 (gateway over the namespace): http://%s:%d%s",
+                     self.settings.host, self.s3_port,
+                     "" if self.settings.s3_access_key else " (anonymous: no keys set)")
         if self.settings.api_token is None or not self.settings.api_token.get_secret_value():
             log.info("REST API token (for catalogctl on this host): %s",
                      self.settings.data_dir / "api-token")
@@ -106,6 +142,8 @@ class StrataServer:
 
     def stop(self) -> None:
         self.rest.should_exit = True
+        if self.s3 is not None:
+            self.s3.should_exit = True
         self.scheduler.stop()
         self.service.transforms.stop()
         self.thrift.stop()
@@ -113,4 +151,6 @@ class StrataServer:
             self.trino_thrift.stop()
         if self._rest_thread is not None:
             self._rest_thread.join(timeout=10)
+        if self._s3_thread is not None:
+            self._s3_thread.join(timeout=10)
         self.service.close()
