@@ -14,12 +14,13 @@ transformed partition's source change serves its source again in the same transa
 from __future__ import annotations
 
 import gc
+import hashlib
 import heapq
 import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -51,6 +52,7 @@ from catalog.models import (
 )
 from catalog.partition_filter import compile_filter
 from catalog.serving import (
+    SERVE_CACHED,
     ClientView,
     ServePolicy,
     served_database,
@@ -275,7 +277,61 @@ class CatalogService:
         """The table as engines see it (its layout, in the client's spelling)."""
         rec = self.table_record(db, table)
         layout = None if rec.table.partition_keys else self._layouts_of(rec, [""]).get("")
-        return served_table(rec.table, layout, view)
+        return served_table(rec.table, layout, view, self._locate(rec.db_name))
+
+    def _locate(self, db: str) -> Callable[[str], str] | None:
+        """The location mapping of a database served ``cached`` (None: direct)."""
+        if self._policy(self.database_record(db)).mode != SERVE_CACHED:
+            return None
+        return self.gateway_location
+
+    def gateway_location(self, location: str) -> str:
+        """``location`` as the S3 gateway serves it: ``s3://<bucket>/<key>`` for namespace path
+        ``/<bucket>/<key>`` of the mount holding it; a location no mount holds (its mount was
+        removed) is served as it is, still the right data."""
+        found = self.fs.reverse(location)
+        if found is None:
+            return location
+        bucket, _, key = found[1].lstrip("/").partition("/")
+        return f"s3://{bucket}/{key}"
+
+    def _mount_for_gateway(self, locations: Iterable[str | None], options: Mapping[str, str]
+                           ) -> list[str]:
+        """Mount (read-only) the storage of each location no mount holds, so that the gateway
+        serves it (``serve.mode=cached``); returns the new mount points. An S3 location gets its
+        bucket mounted (``s3.*`` attach options as the mount's), a local one its parent folder."""
+        made: list[str] = []
+        s3_options = {k: v for k, v in options.items() if k.startswith("s3.")}
+        for location in sorted({loc for loc in locations if loc}):
+            if self.fs.reverse(location) is not None:
+                continue
+            uri = normalize_uri(location)
+            scheme = uri.split(":", 1)[0]
+            if scheme in ("s3", "s3a"):
+                root = "s3://" + uri.split("/", 3)[2]
+                base, mount_options = uri.split("/", 3)[2], {**s3_options, "readonly": "true"}
+            else:
+                root = uri.rstrip("/").rsplit("/", 1)[0] or uri
+                tail = root.rstrip("/").rsplit("/", 1)[-1] or "root"
+                digest = hashlib.sha1(root.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+                base, mount_options = f"{tail}-{digest}", {"readonly": "true"}
+            name = re.sub(r"[^a-z0-9-]+", "-", base.lower()).strip("-")[:54] or "store"
+            for candidate in [name] + [f"{name}-{i}" for i in range(2, 50)]:
+                if any(m.path == f"/{candidate}" for m in self.fs.mounts()):
+                    continue
+                for target in (root, uri):  # the parent, else the location itself
+                    try:
+                        self.fs.mount(f"/{candidate}", target, mount_options)
+                    except CatalogError:
+                        continue
+                    made.append(f"/{candidate}")
+                    break
+                break
+            if self.fs.reverse(location) is None:
+                raise InvalidInputError(
+                    f"serve.mode=cached: cannot mount the storage of {location} for the S3 "
+                    "gateway; mount it yourself (catalogctl fs mount) and attach again")
+        return made
 
     def served_partitions(self, db: str, table: str, names: Sequence[str],
                           view: ClientView = ClientView.VERBATIM) -> list[tuple[str, Partition]]:
@@ -288,7 +344,9 @@ class CatalogService:
         """(stored record, current layout, partition as served) of the ``names`` that exist."""
         found = self.store.partitions(rec.id, names)
         layouts = self._layouts_of(rec, [r.name for r in found])
-        return [(r, layouts.get(r.name), served_partition(r.partition, layouts.get(r.name), view))
+        locate = self._locate(rec.db_name)
+        return [(r, layouts.get(r.name),
+                 served_partition(r.partition, layouts.get(r.name), view, locate))
                 for r in found]
 
     def partition_name_of(self, db: str, table: str, values: Sequence[str]) -> str:
@@ -352,6 +410,8 @@ class CatalogService:
             if errors:
                 raise UdbError(f"attach of '{source_db}' failed, nothing attached: "
                                + "; ".join(errors[:5]))
+            if ServePolicy.parse(options).mode == SERVE_CACHED:
+                self._mount_for_gateway(_locations_of(fetched.values()), options)
             report = SyncReport(db=db_name, warnings=list(udb.problems))
             now = time.time()
             with self.store.transaction() as conn:
@@ -473,6 +533,11 @@ class CatalogService:
             if errors:
                 report.errors.extend(errors)
                 return self._finish_sync(rec.name, report, started)
+            if self._policy(rec).mode == SERVE_CACHED:
+                try:
+                    self._mount_for_gateway(_locations_of(fetched.values()), rec.options)
+                except CatalogError as e:
+                    report.warnings.append(str(e))
             retransform: dict[str, list[str]] = {}
             with self.store.transaction() as conn:
                 if table is None and info != rec.info:
@@ -900,9 +965,16 @@ _GC_LOCK = threading.Lock()
 _GC_PAUSES = 0
 
 
+def _locations_of(fetched: Iterable[_Fetched]) -> list[str | None]:
+    """Every table and partition location of freshly fetched tables."""
+    return [loc for f in fetched
+            for loc in [f.table.sd.location, *(p.sd.location for _, p, _ in f.partitions)]]
+
+
 def _common_option(key: str) -> bool:
-    """An attach option the core reads (not the connector's)."""
-    return key in COMMON_OPTIONS or is_transform_option(key)
+    """An attach option the core reads (not the connector's): ``s3.*`` are the options of the
+    mounts ``serve.mode=cached`` makes for S3 locations."""
+    return key in COMMON_OPTIONS or is_transform_option(key) or key.startswith("s3.")
 
 
 def _sync_interval(options: Mapping[str, str]) -> float | None:

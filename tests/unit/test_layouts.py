@@ -192,8 +192,8 @@ def test_revert_and_detach_remove_layouts(service: CatalogService, tmp_path: Pat
 def test_serve_mode_is_validated(tmp_path: Path, source: FakeSource) -> None:
     svc = CatalogService(Settings(data_dir=tmp_path / "s"), udb_factory=source.factory)
     try:
-        with pytest.raises(InvalidOptionError, match="S3 gateway"):
-            svc.attach_database("fake", "fake://", "sales", options={"serve.mode": "cached"})
+        with pytest.raises(InvalidOptionError, match="direct or cached"):
+            svc.attach_database("fake", "fake://", "sales", options={"serve.mode": "Sometimes"})
         with pytest.raises(InvalidOptionError, match="direct or cached"):
             svc.attach_database("fake", "fake://", "sales", options={"serve.mode": "fast"})
         svc.attach_database("fake", "fake://", "sales", options={"serve.mode": "direct"})
@@ -274,3 +274,33 @@ def test_catalog_imports_nothing_from_api() -> None:
             offenders += [f"{py.relative_to(root)}: {n}" for n in names
                           if n == "api" or n.startswith("api.")]
     assert offenders == []
+
+
+def test_cached_mode_serves_every_location_under_the_gateway(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    (lake / "d" / "t" / "k=1").mkdir(parents=True)
+    (lake / "d" / "t" / "k=1" / "a.csv").write_text("x\n1\n")
+    (lake / "d" / "u").mkdir()
+    (lake / "d" / "u" / "b.csv").write_text("y\n2\n")
+    svc = CatalogService(Settings(data_dir=tmp_path / "s", sync_interval_s=0))
+    try:
+        svc.attach_database("directory", lake.as_uri(), "d", options={"serve.mode": "cached"})
+        mount = next(m for m in svc.fs.mounts() if not m.builtin)
+        assert mount.readonly and mount.ufs_uri == (lake / "d").as_uri()
+        bucket = mount.path.lstrip("/")
+        assert svc.served_table("d", "u").sd.location == f"s3://{bucket}/u"
+        assert svc.served_partitions("d", "t", ["k=1"])[0][1].sd.location == \
+            f"s3://{bucket}/t/k=1"
+        # The same for every client view, and the mount is in use while the database is.
+        assert svc.served_table("d", "u", ClientView.TRINO).sd.location == f"s3://{bucket}/u"
+        with pytest.raises(InUseError):
+            svc.unmount(mount.path)
+        # A second database over the same lake reuses the mount.
+        svc.attach_database("directory", lake.as_uri(), "d", name="d2",
+                            options={"serve.mode": "cached"})
+        assert len([m for m in svc.fs.mounts() if not m.builtin]) == 1
+        # direct mode is untouched
+        svc.attach_database("directory", lake.as_uri(), "d", name="d3")
+        assert svc.served_table("d3", "u").sd.location == (lake / "d" / "u").as_uri()
+    finally:
+        svc.close()
