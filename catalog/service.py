@@ -38,6 +38,7 @@ from catalog.exceptions import (
     NoSuchTableError,
     UdbError,
 )
+from catalog.fs.cached import open_block_store
 from catalog.fs.namespace import Mount, Namespace, redact
 from catalog.fs.ufs import fold_scheme, is_within, normalize_uri
 from catalog.access import check_attach_allowed
@@ -141,7 +142,9 @@ class CatalogService:
         self.store = StateStore(self.settings.data_dir)
         self.fs = Namespace(self.store, root_ufs=self.settings.root_ufs,
                             root_options=self.settings.root_ufs_options,
-                            list_parallelism=self.settings.fs_list_parallelism)
+                            list_parallelism=self.settings.fs_list_parallelism,
+                            cache=open_block_store(self.settings.cache_tiers, self.store,
+                                                   lambda uri: self.fs.delete_uri(uri)))
         self._udb_factory = udb_factory or load_udb
         self._db_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -839,6 +842,8 @@ class CatalogService:
     def close(self) -> None:
         self.transforms.stop()
         self.fs.close()
+        if self.fs.cache is not None:
+            self.fs.cache.close()
         self.store.close()
 
 

@@ -156,6 +156,31 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
         updated_at REAL NOT NULL
     )
     """,
+    # 6: the cached file layer (catalog/fs/cached.py): files of the namespace that exist only in
+    # the block store (MUST_CACHE) or are not persisted yet (ASYNC_THROUGH), and the durable
+    # queue of their persists, run in seq order.
+    """
+    CREATE TABLE fs_files (
+        path TEXT PRIMARY KEY,
+        uri TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime_ns INTEGER NOT NULL,
+        etag TEXT NOT NULL,
+        write_type TEXT NOT NULL,
+        replicas INTEGER NOT NULL DEFAULT 1,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE fs_persist_queue (
+        seq INTEGER PRIMARY KEY,
+        path TEXT NOT NULL,
+        etag TEXT NOT NULL,
+        enqueued_at REAL NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_try_at REAL NOT NULL DEFAULT 0,
+        last_error TEXT
+    );
+    CREATE INDEX fs_persist_queue_path ON fs_persist_queue (path)
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

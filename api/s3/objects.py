@@ -4,8 +4,11 @@ A bucket is a top-level namespace entry (``/lake``), a key a path below it (``la
 ``sales/x.csv`` is ``/lake/sales/x.csv``). Every storage access goes through
 :class:`catalog.fs.namespace.Namespace` except the final rename of a write on a local mount
 (``os.replace`` / ``os.link`` on the resolved file path: the under-storage contract has no rename).
-Every read goes through :meth:`ObjectStore.open_range`, the one place a block store can be put
-under the gateway. Methods are blocking: the app calls them in its thread pool.
+Every read goes through :meth:`ObjectStore.open_range`, which streams through the namespace's
+block store; writes take a write type (:meth:`ObjectStore.writer`: ``MUST_CACHE`` /
+``ASYNC_THROUGH`` go into the block store through :meth:`Namespace.open_output`, the multipart
+staging area is always ``THROUGH`` and read ``NO_CACHE``). Methods are blocking: the app calls
+them in its thread pool.
 
 Semantics chosen:
 
@@ -53,7 +56,9 @@ from pathlib import Path
 from typing import Any
 
 from api.s3.errors import S3Error
-from catalog.exceptions import NoSuchPathError
+from catalog.cache.model import ReadType
+from catalog.exceptions import InvalidInputError, NoSuchPathError
+from catalog.fs.cached import WriteType
 from catalog.fs.namespace import CATALOG_ROOT, Mount, Namespace, NsEntry
 
 #: Bucket and folder of the multipart staging area.
@@ -213,24 +218,52 @@ class RangeReader:
             self._f.close()
 
 
+class ChunkReader:
+    """The chunks of a namespace read (:meth:`Namespace.iter_range`); :meth:`close` stops it."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
+
 class ObjectWriter:
     """Receives an object's bytes and makes it visible at :meth:`commit` only (see the module
     docstring); :meth:`abort` leaves nothing behind. Used from one thread at a time."""
 
-    def __init__(self, store: ObjectStore, path: str, *, direct: bool = False) -> None:
+    def __init__(self, store: ObjectStore, path: str, *, direct: bool = False,
+                 write_type: WriteType | str | None = None) -> None:
         self.store = store
         self.path = path
         self.size = 0
         mount, uri = store.ns.resolve(path)
         if mount.readonly:
             raise S3Error("AccessDenied", f"mount {mount.path} is read-only")
+        try:
+            self.write_type = store.ns.write_type(path, write_type)
+        except InvalidInputError as e:
+            raise S3Error("InvalidArgument", str(e)) from e
         self.mount = mount
         self.local = _local_file(mount, uri)
         self._spool: Any = None
         self._out: Any = None
         self._tmp_path: str | None = None
         self._direct = direct
-        if self.local is not None:
+        #: MUST_CACHE / ASYNC_THROUGH: the namespace's writer into the block store.
+        self._cached = self.write_type in (WriteType.MUST_CACHE, WriteType.ASYNC_THROUGH)
+        if self._cached:
+            if self.local is not None:
+                store.check_no_file_parent(mount, self.local)
+                if os.path.isdir(self.local):
+                    raise S3Error("InvalidArgument", "a folder exists at this key")
+            self._out = store.ns.open_output(path, self.write_type)
+        elif self.local is not None:
             store.check_no_file_parent(mount, self.local)
             if os.path.isdir(self.local):
                 raise S3Error("InvalidArgument", "a folder exists at this key")
@@ -239,9 +272,9 @@ class ObjectWriter:
             if len(tmp.encode("utf-8", "surrogateescape")) > 200:
                 tmp = f"{TMP_MARK}{secrets.token_hex(8)}"
             self._tmp_path = posixpath.join(posixpath.dirname(path), tmp)
-            self._out = store.ns.open_output(self._tmp_path)
+            self._out = store.ns.open_output(self._tmp_path, WriteType.THROUGH)
         elif direct:
-            self._out = store.ns.open_output(path)
+            self._out = store.ns.open_output(path, self.write_type)
         else:
             self._spool = tempfile.TemporaryFile(dir=store.spool_dir, prefix="s3-spool-")
 
@@ -264,6 +297,15 @@ class ObjectWriter:
                 raise S3Error("PreconditionFailed", "At least one of the pre-conditions you "
                               "specified did not hold")
         try:
+            if self._cached:
+                if exclusive and store.head_or_none(bucket, key) is not None:
+                    raise S3Error("PreconditionFailed", "At least one of the pre-conditions you "
+                                  "specified did not hold (the key exists)")
+                self._out.close()
+                self._out = None
+                entry = store.ns.stat(self.path)
+                store.memo.put(self.path, entry.size, entry.mtime_ns, etag)
+                return ObjectInfo(key, entry.size, entry.mtime_ns, etag)
             if self.local is not None:
                 assert self._tmp_path is not None
                 self._out.close()
@@ -294,7 +336,7 @@ class ObjectWriter:
             else:
                 self._spool.seek(0)
                 try:
-                    with store.ns.open_output(self.path) as out:
+                    with store.ns.open_output(self.path, self.write_type) as out:
                         shutil.copyfileobj(self._spool, out, COPY_CHUNK)
                 finally:
                     self._spool.close()
@@ -314,10 +356,13 @@ class ObjectWriter:
             self._spool = None
         if self._out is not None and not getattr(self._out, "closed", False):
             try:
-                self._out.close()
+                if hasattr(self._out, "abort"):
+                    self._out.abort()
+                else:
+                    self._out.close()
             except Exception:  # noqa: BLE001 - cleaning up after a failure already raised
                 pass
-            if self._direct and self.local is None:
+            if self._direct and self.local is None and not self._cached:
                 try:
                     self.store.ns.delete(self.path)
                 except Exception:  # noqa: BLE001
@@ -342,7 +387,7 @@ class PartWriter:
         base = f"{STAGING_ROOT}/{upload.upload_id}/{number:05d}-{self.token}"
         self.data_path = base + ".data"
         self.meta_path = base + ".json"
-        self._out = store.ns.open_output(self.data_path)
+        self._out = store.ns.open_output(self.data_path, WriteType.THROUGH)
 
     def write(self, data: bytes) -> None:
         self.size += len(data)
@@ -354,7 +399,8 @@ class PartWriter:
             self._out.close()
             meta = {"number": self.number, "md5": md5_hex, "size": self.size,
                     "time_ns": time.time_ns(), "data": posixpath.basename(self.data_path)}
-            self.store.ns.write_bytes(self.meta_path, json.dumps(meta).encode())
+            self.store.ns.write_bytes(self.meta_path, json.dumps(meta).encode(),
+                                      WriteType.THROUGH)
         except BaseException:
             self.abort()
             raise
@@ -480,24 +526,24 @@ class ObjectStore:
         return ObjectInfo(key, 0 if entry.is_dir else entry.size, entry.mtime_ns,
                           self._etag(path, entry))
 
-    def open_range(self, bucket: str, info: ObjectInfo, start: int, end: int) -> RangeReader:
+    def open_range(self, bucket: str, info: ObjectInfo, start: int, end: int
+                   ) -> ChunkReader | RangeReader:
         """The one read door of the gateway: bytes ``[start, end)`` of the object ``info``
-        describes, opened now (so a vanished file is a NoSuchKey before any byte is sent) and
-        streamed in chunks. A block-store cache replaces this method."""
+        describes, through the namespace's block store (:meth:`Namespace.iter_range`, the
+        mount's read type), looked up now (so a vanished file is a NoSuchKey before any byte is
+        sent) and streamed block by block, chunk by chunk: never a whole object in memory."""
         path = self.path(bucket, info.key)
         if info.key.endswith("/") or end <= start:
             return RangeReader(_Empty(), 0, 0)
-        handle = self.ns.open_input(path)
-        try:
-            if int(handle.size()) != info.size:
-                raise S3Error("PreconditionFailed", "the object changed while it was read; retry")
-            return RangeReader(handle, start, end)
-        except BaseException:
-            handle.close()
-            raise
+        if self.ns.identity(path).size != info.size:
+            raise S3Error("PreconditionFailed", "the object changed while it was read; retry")
+        return ChunkReader(self.ns.iter_range(path, start, end))
 
-    def writer(self, bucket: str, key: str, *, direct: bool = False) -> ObjectWriter:
-        return ObjectWriter(self, self.path(bucket, key), direct=direct)
+    def writer(self, bucket: str, key: str, *, direct: bool = False,
+               write_type: WriteType | str | None = None) -> ObjectWriter:
+        """A writer of ``key`` with ``write_type`` (an ``x-strata-write-type`` header; default
+        the mount's ``write.type``)."""
+        return ObjectWriter(self, self.path(bucket, key), direct=direct, write_type=write_type)
 
     def make_folder(self, bucket: str, key: str) -> ObjectInfo:
         path = self.path(bucket, key)
@@ -649,7 +695,8 @@ class ObjectStore:
             raise S3Error("AccessDenied", f"mount {mount.path} is read-only")
         upload_id = secrets.token_hex(16)
         meta = {"bucket": bucket, "key": key, "initiated_ns": time.time_ns()}
-        self.ns.write_bytes(f"{STAGING_ROOT}/{upload_id}/upload.json", json.dumps(meta).encode())
+        self.ns.write_bytes(f"{STAGING_ROOT}/{upload_id}/upload.json", json.dumps(meta).encode(),
+                            WriteType.THROUGH)
         return upload_id
 
     def upload(self, upload_id: str, bucket: str | None = None, key: str | None = None
@@ -661,7 +708,8 @@ class ObjectStore:
         if not _UPLOAD_ID.match(upload_id):
             raise missing
         try:
-            meta = json.loads(self.ns.read(f"{STAGING_ROOT}/{upload_id}/upload.json"))
+            meta = json.loads(self.ns.read(f"{STAGING_ROOT}/{upload_id}/upload.json",
+                                           read_type=ReadType.NO_CACHE))
         except (NoSuchPathError, ValueError) as e:
             raise missing from e
         up = Upload(upload_id, meta["bucket"], meta["key"], int(meta["initiated_ns"]))
@@ -685,7 +733,7 @@ class ObjectStore:
             if m is None:
                 continue
             try:
-                meta = json.loads(self.ns.read(e.path))
+                meta = json.loads(self.ns.read(e.path, read_type=ReadType.NO_CACHE))
             except (NoSuchPathError, ValueError):
                 continue
             n = int(m.group(1))
@@ -728,7 +776,7 @@ class ObjectStore:
         writer = self.writer(upload.bucket, upload.key, direct=True)
         try:
             for part in plan.parts:
-                with self.ns.open_input(part.data_path) as f:
+                with self.ns.open_input(part.data_path, ReadType.NO_CACHE) as f:
                     while True:
                         data = f.read(COPY_CHUNK)
                         if not data:

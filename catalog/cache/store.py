@@ -477,13 +477,20 @@ class BlockStore:
 
     # -- the block lifecycle -----------------------------------------------------------------------
 
-    def create_block(self, identity: FileIdentity, index: int) -> TempBlock:
+    def create_block(self, identity: FileIdentity, index: int, *, length: int | None = None,
+                     avoid_dirs: Collection[str] = ()) -> TempBlock:
         """A temp block for block ``index`` of ``identity``, in the first tier with room (or room
         made by eviction), invisible to readers until committed. Raises :class:`CacheError` when
-        no tier can take it."""
+        no tier can take it.
+
+        ``length`` reserves that many bytes instead of the block's length (a writer that does not
+        know the file's final size yet; it commits with ``identity=``); ``avoid_dirs`` names
+        directories the block must not go to (replicas of one block in distinct directories)."""
         self._check_open()
-        length = block_length(identity.size, self.block_size, index)
-        exclude: set[DirState] = set()
+        length = block_length(identity.size, self.block_size, index) if length is None else length
+        if not 0 < length <= self.block_size:
+            raise InvalidInputError(f"a block holds 1 to {self.block_size} bytes, not {length}")
+        exclude: set[DirState] = {d for p in avoid_dirs if (d := self._dirs.get(p)) is not None}
         while True:
             d = self._reserve(length, exclude=exclude)
             if d is None:
@@ -497,15 +504,37 @@ class BlockStore:
                 self._dir_failed(d, e)
                 exclude.add(d)
 
-    def commit_block(self, temp: TempBlock, *, persisted: bool = True) -> BlockInfo:
+    def commit_block(self, temp: TempBlock, *, persisted: bool = True,
+                     identity: FileIdentity | None = None) -> BlockInfo:
         """fsync the temp block, rename it into place and write its index row (one step under the
         store's lock): readers see the whole block or nothing. ``persisted=False`` marks a block
         whose only copy is the cache (never evicted, ``free`` refused) until
         :meth:`mark_persisted`. A block already cached under that id wins (the temp is dropped;
         a persisted commit marks that block persisted).
+        ``identity`` re-keys the block to the file version known only now (a writer's: the
+        final size, mtime, ETag); its bytes must be that version's block length, the rest of
+        the reservation is released.
         Raises :class:`CacheError` for an incomplete block, ``CacheWriteError`` for I/O errors
         (the temp block is then aborted)."""
+        if identity is not None and temp.state == "open":
+            self._rekey_temp(temp, identity)
         return self._commit(temp, persisted).info()
+
+    def _rekey_temp(self, temp: TempBlock, identity: FileIdentity) -> None:
+        try:
+            want = block_length(identity.size, self.block_size, temp.index)
+        except ValueError as e:
+            self.abort_block(temp)
+            raise CacheError(str(e)) from e
+        if temp.written != want or want > temp.length:
+            self.abort_block(temp)
+            raise CacheError(f"block {temp.index} of {identity.uri} has {want} bytes, "
+                             f"{temp.written} written")
+        with self._lock:
+            temp.dir.reserved -= temp.length - want
+            temp.length = want
+            temp.identity = identity
+            temp.block_id = block_id(identity, temp.index)
 
     def abort_block(self, temp: TempBlock) -> None:
         """Remove a temp block and release its reservation (a no-op once committed/aborted)."""
@@ -950,6 +979,69 @@ class BlockStore:
                 for b in todo:
                     b.persisted = True
             return len(todo)
+
+    def discard(self, identity: FileIdentity) -> int:
+        """Drop every cached block of one file version, persisted or not (the file was deleted or
+        superseded: its only copy is meant to go); the bytes freed."""
+        self._check_open()
+        with self._lock:
+            blocks = list(self._by_file.get(identity.key, {}).values())
+            return self._drop(blocks, f"discard {identity.uri}")
+
+    def rekey(self, old: FileIdentity, new: FileIdentity, *, persisted: bool = True) -> int:
+        """Give the cached blocks of file version ``old`` to version ``new`` (same size: the
+        same bytes under the identity the under storage reports after a persist), renamed in
+        place and re-indexed in one transaction; ``persisted`` marks them so. Blocks being moved
+        are dropped (read again from under storage later). The number of blocks re-keyed."""
+        self._check_open()
+        if old.size != new.size:
+            raise InvalidInputError(f"cannot re-key {old.uri}: {old.size} bytes vs {new.size}")
+        if old.key == new.key:
+            return self.mark_persisted(new) if persisted else 0
+        with self._move_lock, self._lock:
+            blocks = [b for b in self._by_file.get(old.key, {}).values()]
+            busy = [b for b in blocks if b.moving]
+            if busy:
+                self._drop(busy, "re-keyed while moving")
+            moved: list[tuple[Block, Block, str, str]] = []
+            dup = [b for b in blocks if not b.removed and block_id(new, b.index) in self._blocks]
+            if dup:
+                self._drop(dup, "re-keyed onto a cached version")
+            for b in blocks:
+                if b.moving or b.removed:
+                    continue
+                nb = Block(block_id(new, b.index), new, b.index, b.dir, b.size, b.checksum,
+                           b.created_at, last_access=b.last_access,
+                           access_count=b.access_count, crf=b.crf,
+                           persisted=b.persisted or persisted)
+                self._apply_rules(nb)
+                src, dst = b.path, nb.path
+                try:
+                    ensure_parent(dst)
+                    os.rename(src, dst)
+                except OSError as e:
+                    log.warning("block store: cannot re-key block %s (%s): %s", b.block_id,
+                                src, e)
+                    continue
+                moved.append((b, nb, src, dst))
+            try:
+                with self.state.transaction() as conn:
+                    index.delete_blocks(conn, [b.block_id for b, _, _, _ in moved])
+                    for _, nb, _, _ in moved:
+                        index.insert_block(conn, nb)
+            except BaseException:
+                for _, _, src, dst in moved:
+                    try:
+                        os.rename(dst, src)
+                    except OSError:
+                        pass
+                raise
+            for b, nb, _, _ in moved:
+                d = b.dir
+                self._detach(b)
+                d.used += nb.size
+                self._attach(nb)
+            return len(moved)
 
     # -- inspection ------------------------------------------------------------------------------
 

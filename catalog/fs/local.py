@@ -1,12 +1,19 @@
-"""Local directories (``file:///path``) as an under file system."""
+"""Local directories (``file:///path``) as an under file system.
+
+Writes are atomic: :meth:`LocalUfs.open_output` writes a hidden sibling
+(``.<name>.strata-tmp-<id>``) renamed over the file on a clean close, removed on an error or
+:meth:`AtomicOutput.abort`; a crash leaves at most the hidden file, never a partial one.
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
+from typing import Any
 
 from pyarrow import fs as pafs
 
-from catalog.exceptions import UfsUnavailableError
+from catalog.exceptions import InvalidInputError, UfsUnavailableError
 from catalog.fs.ufs import ArrowUfs, FileStatus
 
 
@@ -49,6 +56,22 @@ class LocalUfs(ArrowUfs):
     def _build(self) -> pafs.FileSystem:
         return pafs.LocalFileSystem()
 
+    def open_output(self, uri: str) -> AtomicOutput:
+        path = self._path(uri)
+        if os.path.isdir(path):
+            raise InvalidInputError(f"{uri} is a directory")
+        parent, name = os.path.split(path)
+        try:
+            os.makedirs(parent, exist_ok=True)
+            tmp = os.path.join(parent, f".{name[:150]}{TMP_MARK}{secrets.token_hex(8)}")
+            return AtomicOutput(open(tmp, "xb"), tmp, path)
+        except OSError as e:
+            raise UfsUnavailableError(f"cannot write {uri}: {e}") from e
+
+    def write_bytes(self, uri: str, data: bytes) -> None:
+        with self.open_output(uri) as f:
+            f.write(data)
+
     def _path(self, uri: str) -> str:
         if uri.startswith("/"):
             return uri
@@ -57,3 +80,69 @@ class LocalUfs(ArrowUfs):
 
     def _uri(self, path: str) -> str:
         return "file://" + ("/" + path.lstrip("/"))
+
+
+#: Part of the names of files being written (hidden by the S3 gateway's listings).
+TMP_MARK = ".strata-tmp-"
+
+
+class AtomicOutput:
+    """A binary writer of a hidden temp file renamed over its target on a clean :meth:`close`
+    (or the end of a ``with`` block without an error); :meth:`abort` removes it."""
+
+    def __init__(self, f: Any, tmp: str, target: str) -> None:
+        self._f = f
+        self.tmp = tmp
+        self.target = target
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._f.closed)
+
+    def write(self, data: Any) -> int:
+        return int(self._f.write(data))
+
+    def tell(self) -> int:
+        return int(self._f.tell())
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        if self._f.closed:
+            return
+        try:
+            self._f.close()
+            os.replace(self.tmp, self.target)
+        except OSError as e:
+            self._remove()
+            raise UfsUnavailableError(f"cannot write {self.target}: {e}") from e
+
+    def abort(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+        self._remove()
+
+    def _remove(self) -> None:
+        try:
+            os.unlink(self.tmp)
+        except OSError:
+            pass
+
+    def __enter__(self) -> AtomicOutput:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -13,6 +13,24 @@ Transformations write there.
 File-system instances are cached per mount (and per storage endpoint for URIs no mount covers),
 never built per call. Secret option values never leave this module unredacted except to the UFS
 that needs them.
+
+**The block store under the namespace** (:attr:`Namespace.cache`, optional). Reads
+(:meth:`Namespace.iter_range`, :meth:`Namespace.read`, :meth:`Namespace.open_input`) take a read
+type (``CACHE`` default, ``CACHE_PROMOTE``, ``NO_CACHE``; per mount ``-o read.type=``) and go
+through the block store keyed by the file's identity from the under storage (size, mtime, ETag
+where S3 gives one), trusted for the mount's ``metadata.sync.interval`` (default 0 s local, 60 s
+S3): a file rewritten under cached blocks is served with its new bytes once its identity is asked
+again. Writes (:meth:`Namespace.open_output`, :meth:`Namespace.write_bytes`) take a write type
+(``CACHE_THROUGH`` default, ``THROUGH``, ``MUST_CACHE``, ``ASYNC_THROUGH``; per mount ``-o
+write.type=``, per call ``write_type=``), see :mod:`catalog.fs.writer`. Files held by the cache
+only (``MUST_CACHE``, not yet persisted ``ASYNC_THROUGH``) are rows of the file table
+(:mod:`catalog.fs.cached`) and are listed, stat'ed and read like the others; the persister
+(:mod:`catalog.fs.persist`) runs the durable queue. Writes' commits, persists and deletes of one
+path claim it (:class:`~catalog.fs.cached.PathClaims`), so they reach the under storage in order.
+:meth:`Namespace.persist`, :meth:`~Namespace.free`, :meth:`~Namespace.pin`,
+:meth:`~Namespace.unpin`, :meth:`~Namespace.set_ttl` and :meth:`~Namespace.load` map namespace
+paths to the block store's URIs. The transformation source reader opens UFS files directly: it
+never touches the cache (``NO_CACHE``).
 """
 
 from __future__ import annotations
@@ -20,11 +38,12 @@ from __future__ import annotations
 import posixpath
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from catalog.cache.model import BlockNotPersistedError, FileIdentity, ReadType, TtlAction
 from catalog.exceptions import (
     AlreadyExistsError,
     CatalogError,
@@ -33,7 +52,20 @@ from catalog.exceptions import (
     InvalidOptionError,
     NoSuchPathError,
     ReadOnlyError,
+    UfsError,
     UfsUnavailableError,
+)
+from catalog.fs.cached import (
+    CACHE_OPTIONS,
+    TOKEN_PREFIX,
+    CachePolicy,
+    FileRecord,
+    FileTable,
+    IdentityCache,
+    PathClaims,
+    WriteType,
+    read_type_of,
+    write_type_of,
 )
 from catalog.fs.fingerprint import ABSENT, digest_statuses
 from catalog.fs.ufs import (
@@ -48,11 +80,16 @@ from catalog.fs.ufs import (
 )
 
 if TYPE_CHECKING:
+    from catalog.cache.store import BlockStore
+    from catalog.fs.persist import Persister
+    from catalog.fs.writer import FileWriter
     from catalog.store import StateStore
 
 CATALOG_ROOT = "/catalog"
 #: Options every mount understands; the rest go to its under file system.
-MOUNT_OPTIONS = frozenset({"readonly"})
+MOUNT_OPTIONS = frozenset({"readonly"}) | CACHE_OPTIONS
+#: Chunk of reads that bypass the block store (no cache configured).
+READ_CHUNK = 4 * 1024 * 1024
 _MAX_PATH = 4096
 _SECRET_WORDS = ("secret", "password", "token")
 REDACTED = "****"
@@ -147,8 +184,18 @@ class Namespace:
 
     def __init__(self, store: StateStore | None = None, *, root_ufs: str | None = None,
                  root_options: Mapping[str, str] | None = None,
-                 list_parallelism: int = 16, group_listing: int = 8) -> None:
+                 list_parallelism: int = 16, group_listing: int = 8,
+                 cache: BlockStore | None = None, persister: bool = True) -> None:
         self.store = store
+        #: The block store under the namespace (None: reads and writes go to the UFS only).
+        self.cache = cache
+        self._files = FileTable(store) if store is not None and cache is not None else None
+        self._identities = IdentityCache()
+        self._policies: dict[tuple[str, tuple[tuple[str, str], ...]], CachePolicy] = {}
+        #: Claims serializing the under-storage changes of one path.
+        self.claims = PathClaims()
+        #: The background persister of ASYNC_THROUGH writes (None without a cache).
+        self.persister: Persister | None = None
         self.list_parallelism = max(1, list_parallelism)
         #: Siblings that share one recursive listing of their parent (remote storages).
         self.group_listing = max(2, group_listing)
@@ -169,6 +216,13 @@ class Namespace:
                 self._mounts[rec.path] = Mount(rec.path, rec.ufs_uri, rec.options,
                                                rec.options.get("readonly") == "true",
                                                created_at=rec.created_at)
+        if self._files is not None:
+            from catalog.fs.persist import Persister
+
+            self._reconcile()
+            self.persister = Persister(self)
+            if persister:
+                self.persister.start()
 
     # -- the mount table -------------------------------------------------------------------------
 
@@ -246,8 +300,20 @@ class Namespace:
         if "readonly" in opts:
             opts["readonly"] = readonly
         m = Mount(p, uri, opts, readonly == "true", builtin, time.time())
-        load_ufs(uri, m.ufs_options).close()  # validates the options, names unknown ones
+        probe = load_ufs(uri, m.ufs_options)  # validates the options, names unknown ones
+        try:
+            CachePolicy.of(opts, probe.remote)  # validates the cache options
+        finally:
+            probe.close()
         return m
+
+    def policy(self, mount: Mount) -> CachePolicy:
+        """The cache options of ``mount``, parsed."""
+        key = (mount.path, tuple(sorted(mount.options.items())))
+        pol = self._policies.get(key)
+        if pol is None:
+            pol = self._policies[key] = CachePolicy.of(mount.options, self.ufs(mount).remote)
+        return pol
 
     # -- resolution ------------------------------------------------------------------------------
 
@@ -328,7 +394,8 @@ class Namespace:
         return out
 
     def ls(self, path: str) -> list[NsEntry]:
-        """Entries right below ``path``: its storage's files and folders plus mount points."""
+        """Entries right below ``path``: its storage's files and folders, files held by the
+        cache only, and mount points."""
         p = normalize_path(path)
         with self._lock:
             m = self._mount_of(p)
@@ -340,7 +407,20 @@ class Namespace:
             for st in listed or []:
                 child = (p.rstrip("/") + "/" + st.rel) if st.rel else p
                 entries[child] = NsEntry(child, st.is_dir, st.size, st.mtime_ns, st.uri)
-        if listed is None and not children:
+        cached = self._files.under(p) if self._files is not None else []
+        if cached and any(r.path == p for r in cached):
+            raise InvalidInputError(f"'{p}' is a file, not a directory")
+        for rec in cached:
+            rest = rec.path[len(p):].lstrip("/")
+            name, sep, _ = rest.partition("/")
+            child = p.rstrip("/") + "/" + name
+            if sep:
+                if child not in entries:
+                    entries[child] = NsEntry(child, True, 0, rec.mtime_ns,
+                                             m.to_ufs(child) if m is not None else None)
+            else:
+                entries[child] = NsEntry(child, False, rec.size, rec.mtime_ns, rec.uri)
+        if listed is None and not children and not cached:
             raise NoSuchPathError(f"no such directory '{p}'" + (
                 "" if m is None else f" ({m.to_ufs(p)})"))
         for name, child_mount in children.items():
@@ -359,27 +439,118 @@ class Namespace:
         if mount_here is not None:
             st = self.ufs(mount_here).info(_bucket_root(mount_here.ufs_uri))
             return NsEntry(p, True, 0, st.mtime_ns if st else 0, mount_here.ufs_uri, True)
+        rec = self._record(p)
+        if rec is not None:
+            return NsEntry(p, False, rec.size, rec.mtime_ns, rec.uri)
         st = self.ufs(m).info(m.to_ufs(p)) if m is not None else None
         if st is not None:
             return NsEntry(p, st.is_dir, st.size, st.mtime_ns, st.uri)
         if children or p == "/":
             return NsEntry(p, True, 0, 0, None)
+        if self._files is not None:
+            below = self._files.under(p)
+            if below:
+                return NsEntry(p, True, 0, below[0].mtime_ns,
+                               m.to_ufs(p) if m is not None else None)
         raise NoSuchPathError(f"no such file or directory '{p}'" + (
             "" if m is None else f" ({m.to_ufs(p)})"))
 
-    def open_input(self, path: str) -> Any:
-        m, uri = self.resolve(path)
-        return self.ufs(m).open_input(uri)
+    # -- reading ---------------------------------------------------------------------------------
 
-    def read(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
-        """Bytes of a file (``length`` from ``offset``; all the rest when None)."""
-        m, uri = self.resolve(path)
+    def _record(self, path: str) -> FileRecord | None:
+        return self._files.get(path) if self._files is not None else None
+
+    def identity(self, path: str) -> FileIdentity:
+        """The identity the block store keys ``path``'s blocks by: from the file table for a
+        file held by the cache only, else from the under storage (trusted for the mount's
+        ``metadata.sync.interval``). NoSuchPathError when absent or a directory."""
+        p = normalize_path(path)
+        rec = self._record(p)
+        if rec is not None:
+            return rec.identity
+        m, uri = self.resolve(p)
+        return self._ufs_identity(m, uri, self.ufs(m))
+
+    def _ufs_identity(self, m: Mount, uri: str, ufs: UnderFileSystem) -> FileIdentity:
+        def load() -> FileIdentity | None:
+            st = ufs.stat_file(uri)
+            if st is None or st.is_dir:
+                return None
+            return FileIdentity(uri, st.size, st.mtime_ns, st.etag)
+
+        ident = self._identities.get(uri, self.policy(m).sync_interval_s, load)
+        if ident is None:
+            st = ufs.info(uri)
+            if st is not None and st.is_dir:
+                raise InvalidInputError(f"{uri} is a directory")
+            raise NoSuchPathError(f"no file {uri}")
+        return ident
+
+    def iter_range(self, path: str, start: int = 0, end: int | None = None,
+                   read_type: ReadType | str | None = None) -> Iterator[bytes]:
+        """Bytes ``[start, end)`` of a file (to its end when ``end`` is None) as chunks, through
+        the block store with ``read_type`` (default: the mount's ``read.type``). The file is
+        looked up now (NoSuchPathError before any byte); the chunks come as they are read."""
+        p = normalize_path(path)
+        if start < 0 or (end is not None and end < start):
+            raise InvalidInputError(f"bad byte range [{start}, {end})")
+        rec = self._record(p)
+        if rec is not None:
+            return self._iter_record(rec, start, rec.size if end is None else end)
+        m, uri = self.resolve(p)
         ufs = self.ufs(m)
-        if length is None:
-            with ufs.open_input(uri) as f:
-                f.seek(offset)
-                return bytes(f.read())
-        return ufs.read_range(uri, offset, offset + length)
+        if self.cache is None:
+            return _ufs_chunks(ufs, uri, start, end)
+        rt = read_type_of(read_type, "read type") if read_type is not None else \
+            self.policy(m).read_type
+        ident = self._ufs_identity(m, uri, ufs)
+        stop = ident.size if end is None else end
+        return self._guarded(self.cache.iter_read(
+            ident, start, stop, lambda s, e: ufs.read_range(uri, s, e), rt), uri)
+
+    def _guarded(self, chunks: Iterator[bytes], uri: str) -> Iterator[bytes]:
+        """``chunks``, forgetting the file's identity when the read fails (changed file)."""
+        try:
+            yield from chunks
+        except CatalogError:
+            self._identities.invalidate(uri)
+            raise
+
+    def _iter_record(self, rec: FileRecord, start: int, end: int) -> Iterator[bytes]:
+        """Bytes of a file held by the cache only, from its first copy, a missing block from the
+        next copy (never cached again: reads of unpersisted data change nothing)."""
+        cache = self.cache
+        assert cache is not None
+
+        def lost(s: int, e: int) -> bytes:
+            raise UfsError(f"{rec.path}: cached bytes [{s}, {e}) are lost from every copy "
+                           f"({rec.replicas}) and the file is not persisted")
+
+        fetch: Callable[[int, int], bytes] = lost
+        for ident in reversed(rec.copies[1:]):
+            fetch = _copy_fetch(cache, ident, fetch)
+        return cache.iter_read(rec.identity, start, end, fetch, ReadType.NO_CACHE)
+
+    def open_input(self, path: str, read_type: ReadType | str | None = None) -> CachedInput:
+        """A seekable binary reader of a file through the block store (see
+        :meth:`iter_range`)."""
+        p = normalize_path(path)
+        size = self.identity(p).size if (self.cache is not None or self._record(p)) else None
+        if size is None:
+            m, uri = self.resolve(p)
+            st = self.ufs(m).info(uri)
+            if st is None:
+                raise NoSuchPathError(f"no file {uri}")
+            if st.is_dir:
+                raise InvalidInputError(f"{uri} is a directory")
+            size = st.size
+        return CachedInput(self, p, size, read_type)
+
+    def read(self, path: str, offset: int = 0, length: int | None = None,
+             read_type: ReadType | str | None = None) -> bytes:
+        """Bytes of a file (``length`` from ``offset``; all the rest when None)."""
+        end = None if length is None else offset + length
+        return b"".join(self.iter_range(path, offset, end, read_type))
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -389,24 +560,183 @@ class Namespace:
             raise ReadOnlyError(f"mount {m.path} ({m.ufs_uri}) is read-only")
         return self.ufs(m), uri
 
-    def write_bytes(self, path: str, data: bytes) -> None:
-        ufs, uri = self._writable(path)
-        ufs.write_bytes(uri, data)
+    def write_type(self, path: str, write_type: WriteType | str | None = None) -> WriteType:
+        """The write type a write of ``path`` gets: ``write_type``, else its mount's."""
+        if write_type is not None:
+            return write_type_of(write_type, "write type")
+        m, _ = self.resolve(path)
+        return self.policy(m).write_type
 
-    def open_output(self, path: str) -> Any:
-        ufs, uri = self._writable(path)
-        return ufs.open_output(uri)
+    def write_bytes(self, path: str, data: bytes,
+                    write_type: WriteType | str | None = None) -> None:
+        with self.open_output(path, write_type) as f:
+            f.write(data)
+
+    def open_output(self, path: str, write_type: WriteType | str | None = None) -> FileWriter:
+        """A writer of ``path`` with ``write_type`` (default: the mount's ``write.type``); the
+        file becomes visible, whole, when it is closed."""
+        from catalog.fs.writer import FileWriter
+
+        p = normalize_path(path)
+        ufs, uri = self._writable(p)
+        m, _ = self.resolve(p)
+        wt = self.write_type(p, write_type)
+        if self.cache is None and wt in (WriteType.CACHE_THROUGH,):
+            wt = WriteType.THROUGH
+        return FileWriter(self, p, m, uri, ufs, wt, self.policy(m).replication)
 
     def mkdirs(self, path: str) -> None:
         ufs, uri = self._writable(path)
         ufs.mkdirs(uri)
 
     def delete(self, path: str, recursive: bool = False) -> None:
+        """Remove a file (or a tree with ``recursive``) from the cache's file table and the
+        under storage, after any persist of it in progress (the path is claimed)."""
         p = normalize_path(path)
         if p in self._mounts:
             raise InUseError(f"'{p}' is a mount point: unmount it instead")
         ufs, uri = self._writable(p)
-        ufs.delete(uri, recursive)
+        with self.claims(p):
+            recs = [] if self._files is None else (
+                self._files.under(p) if recursive else
+                [r for r in [self._files.get(p)] if r is not None])
+            if recs:
+                assert self.store is not None
+                with self.store.transaction() as conn:
+                    for r in recs:
+                        self._files.remove(conn, r.path)  # type: ignore[union-attr]
+                for r in recs:
+                    self._discard(r)
+            only_cached = bool(recs) and not recursive
+            try:
+                ufs.delete(uri, recursive)
+            except InvalidInputError:
+                if not only_cached:
+                    raise
+            self._identities.invalidate(uri, recursive=True)
+            if self.cache is not None:
+                try:
+                    self.cache.free(uri)
+                except (BlockNotPersistedError, InvalidInputError):
+                    pass
+
+    def delete_uri(self, uri: str) -> None:
+        """Delete the file at UFS URI ``uri`` through its mount (the block store's TTL action
+        ``delete``)."""
+        found = self.reverse(uri)
+        if found is None:
+            raise NoSuchPathError(f"no mount serves {uri}")
+        self.delete(found[1])
+
+    def _supersede(self, path: str) -> None:
+        """Drop the cache-only version of ``path`` (a write through the UFS replaces it)."""
+        if self._files is None:
+            return
+        rec = self._files.get(path)
+        if rec is not None:
+            assert self.store is not None
+            with self.store.transaction() as conn:
+                self._files.remove(conn, path)
+            self._discard(rec)
+
+    def _discard(self, rec: FileRecord) -> None:
+        if self.cache is not None:
+            for ident in rec.copies:
+                self.cache.discard(ident)
+
+    def _reconcile(self) -> None:
+        """At open: drop unpersisted blocks of cache-written versions no file table row names
+        (a crash after their commit and before the row, or after a persist's row delete)."""
+        assert self.cache is not None and self._files is not None
+        live = {r.etag for r in self._files.all()}
+        orphans: dict[str, FileIdentity] = {}
+        for b in self.cache.unpersisted():
+            etag = b.identity.etag or ""
+            if etag.startswith(TOKEN_PREFIX) and etag.split("#", 1)[0] not in live:
+                orphans[b.identity.key] = b.identity
+        for ident in orphans.values():
+            self.cache.discard(ident)
+
+    # -- cache operations (the CLI's and REST's fs pin|unpin|free|set-ttl|load|persist) ---------
+
+    def _need_cache(self, what: str) -> BlockStore:
+        if self.cache is None:
+            raise InvalidInputError(f"cannot {what}: no block store is configured")
+        return self.cache
+
+    def _cache_uri(self, path: str) -> tuple[str, str]:
+        p = normalize_path(path)
+        self.stat(p)  # NoSuchPathError when absent
+        _, uri = self.resolve(p)
+        return p, uri
+
+    def persist(self, path: str) -> int:
+        """Persist now the files at or under ``path`` that are in the cache only (MUST_CACHE,
+        pending ASYNC_THROUGH); the number persisted (0: all are in the under storage)."""
+        self._need_cache("persist")
+        p = normalize_path(path)
+        self.stat(p)
+        assert self._files is not None and self.persister is not None
+        recs = self._files.under(p)
+        for rec in recs:
+            self._writable(rec.path)
+            self.persister.persist(rec)
+        return len(recs)
+
+    def free(self, path: str) -> int:
+        """Drop the cached blocks of a file or tree; the bytes freed. Refused
+        (BlockNotPersistedError) when any of them is not persisted."""
+        cache = self._need_cache("free")
+        p, uri = self._cache_uri(path)
+        if self._files is not None:
+            pending = self._files.under(p)
+            if pending:
+                raise BlockNotPersistedError(
+                    f"cannot free {p}: {len(pending)} file(s) ({pending[0].path}...) are in the "
+                    "cache only (not persisted yet): persist them first")
+        return cache.free(uri)
+
+    def pin(self, path: str) -> int:
+        """Pin a file or tree in the cache (never evicted); the blocks pinned now."""
+        cache = self._need_cache("pin")
+        return cache.pin(self._cache_uri(path)[1])
+
+    def unpin(self, path: str) -> int:
+        """Remove the pin of a file or tree; the blocks it covered."""
+        cache = self._need_cache("unpin")
+        return cache.unpin(self._cache_uri(path)[1])
+
+    def set_ttl(self, path: str, seconds: float | None,
+                action: TtlAction | str = TtlAction.FREE) -> int:
+        """Cached blocks of a file or tree expire ``seconds`` after they were cached, then are
+        freed or (``delete``) the file is deleted; ``None`` removes the TTL."""
+        cache = self._need_cache("set a TTL")
+        uri = self._cache_uri(path)[1]
+        if seconds is None:
+            return cache.clear_ttl(uri)
+        try:
+            act = TtlAction(str(getattr(action, "value", action)).lower())
+        except ValueError as e:
+            raise InvalidInputError(f"a TTL action is free or delete, got '{action}'") from e
+        return cache.set_ttl(uri, float(seconds), act)
+
+    def load(self, path: str) -> int:
+        """Read a file (every file of a tree) into the cache; the bytes read."""
+        cache = self._need_cache("load")
+        p = normalize_path(path)
+        entry = self.stat(p)
+        if entry.is_dir:
+            total = 0
+            for child in self.ls(p):
+                if not child.mount_point:
+                    total += self.load(child.path)
+            return total
+        if self._record(p) is not None:
+            return 0  # held by the cache already
+        m, uri = self.resolve(p)
+        ufs = self.ufs(m)
+        ident = self._ufs_identity(m, uri, ufs)
+        return cache.load(ident, lambda s, e: ufs.read_range(uri, s, e))
 
     # -- fingerprints ----------------------------------------------------------------------------
 
@@ -500,6 +830,10 @@ class Namespace:
         return units
 
     def close(self) -> None:
+        """Stop the persister (the queue stays in the state store) and release the under file
+        systems; the block store is its owner's to close."""
+        if self.persister is not None:
+            self.persister.stop()
         with self._lock:
             for ufs in [*self._ufs.values(), *self._adhoc.values()]:
                 ufs.close()
@@ -533,6 +867,83 @@ def _grouped_listing(ufs: UnderFileSystem, parent: str, members: Sequence[tuple[
         return out
 
     return run
+
+
+def _ufs_chunks(ufs: UnderFileSystem, uri: str, start: int, end: int | None
+                ) -> Iterator[bytes]:
+    """Bytes ``[start, end)`` of a UFS file in chunks (no block store); opened now."""
+    f = ufs.open_input(uri)
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            f.seek(start)
+            pos = start
+            while end is None or pos < end:
+                data = f.read(READ_CHUNK if end is None else min(READ_CHUNK, end - pos))
+                if not data:
+                    break
+                pos += len(data)
+                yield bytes(data)
+        finally:
+            f.close()
+
+    return chunks()
+
+
+def _copy_fetch(cache: BlockStore, ident: FileIdentity,
+                fallback: Callable[[int, int], bytes]) -> Callable[[int, int], bytes]:
+    """A fetch reading the cached copy ``ident`` (its missing blocks from ``fallback``)."""
+    return lambda s, e: cache.read(ident, s, e, fallback, ReadType.NO_CACHE)
+
+
+class CachedInput:
+    """A seekable binary reader of a namespace file over :meth:`Namespace.iter_range` (one
+    range read per ``read`` call)."""
+
+    def __init__(self, ns: Namespace, path: str, size: int,
+                 read_type: ReadType | str | None) -> None:
+        self.ns = ns
+        self.path = path
+        self._size = size
+        self._read_type = read_type
+        self._pos = 0
+        self.closed = False
+
+    def size(self) -> int:
+        return self._size
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seekable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return True
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._size}[whence]
+        self._pos = max(0, base + pos)
+        return self._pos
+
+    def read(self, n: int | None = -1) -> bytes:
+        if self.closed:
+            raise ValueError("read of a closed file")
+        end = self._size if n is None or n < 0 else min(self._size, self._pos + n)
+        if end <= self._pos:
+            return b""
+        data = b"".join(self.ns.iter_range(self.path, self._pos, end, self._read_type))
+        self._pos += len(data)
+        return data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __enter__(self) -> CachedInput:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _bucket_root(uri: str) -> str:

@@ -12,10 +12,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+
+import pyarrow as pa
 from pyarrow import fs as pafs
 
 from catalog.exceptions import InvalidOptionError
-from catalog.fs.ufs import ArrowUfs
+from catalog.fs.ufs import ArrowUfs, FileStatus
 from catalog.options import seconds_option
 
 # Never probe the instance metadata endpoint unless asked to (it hangs off EC2).
@@ -72,12 +76,52 @@ class S3Ufs(ArrowUfs):
         kwargs["force_virtual_addressing"] = path_style == "false"
         return pafs.S3FileSystem(**kwargs)  # type: ignore[arg-type]
 
+    def stat_file(self, uri: str) -> FileStatus | None:
+        """One HeadObject (through pyarrow's input file) giving size, mtime and the ETag; a key
+        that is no object falls back to :meth:`info` (a folder, or absent)."""
+        try:
+            f = self.fs.open_input_file(self._path(uri))
+        except (OSError, pa.ArrowException):
+            return self.info(uri)
+        try:
+            meta = f.metadata()
+            size = int(f.size())
+        except (OSError, pa.ArrowException) as e:
+            raise self._unavailable("stat", uri, e) from e
+        finally:
+            f.close()
+        got = {(k.decode() if isinstance(k, bytes) else k).lower():
+               (v.decode() if isinstance(v, bytes) else v) for k, v in meta.items()}
+        etag = got.get("etag") or None
+        mtime_ns = _http_time_ns(got.get("last-modified"))
+        if mtime_ns is None:
+            st = self.info(uri)
+            if st is None:
+                return None
+            mtime_ns = st.mtime_ns
+        return FileStatus(uri=uri, rel="", is_dir=False, size=size, mtime_ns=mtime_ns,
+                          etag=etag.strip('"') if etag else None)
+
     def _path(self, uri: str) -> str:
         return uri.split("://", 1)[1]
 
     def _uri(self, path: str) -> str:
         return f"{self.scheme}://{path}"
 
+
+
+def _http_time_ns(value: str | None) -> int | None:
+    """Nanoseconds of an HTTP date or an ISO-8601 time (pyarrow gives either); None if none."""
+    if not value:
+        return None
+    try:
+        return int(parsedate_to_datetime(value).timestamp() * 1e9)
+    except (TypeError, ValueError):
+        pass
+    try:
+        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1e9)
+    except ValueError:
+        return None
 
 
 def _count(options: Mapping[str, str], key: str, default: int) -> int:

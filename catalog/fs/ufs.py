@@ -48,6 +48,7 @@ class FileStatus:
     is_dir: bool
     size: int
     mtime_ns: int
+    etag: str | None = None  # where the storage gives one (S3, on ``stat_file``)
 
     @property
     def name(self) -> str:
@@ -150,6 +151,11 @@ class UnderFileSystem(ABC):
         """Create a directory and its parents (a no-op where directories are implicit)."""
 
     # -- derived conveniences --------------------------------------------------------------------
+
+    def stat_file(self, uri: str) -> FileStatus | None:
+        """:meth:`info` with the ETag where the storage has one: the identity the cache keys a
+        file's blocks by. The default is :meth:`info`."""
+        return self.info(uri)
 
     def exists(self, uri: str) -> bool:
         return self.info(uri) is not None
