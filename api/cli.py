@@ -173,7 +173,43 @@ def build_parser() -> argparse.ArgumentParser:
     p = fs_sub.add_parser("cat", parents=cc, help="print a file's bytes")
     p.add_argument("path", metavar="NS_PATH")
     p.set_defaults(func=_cmd_fs_cat)
+    for name, text in (("pin", "pin files in the cache (never evicted)"),
+                       ("unpin", "remove a pin"),
+                       ("free", "drop the cached copies of files (refused while unpersisted)"),
+                       ("load", "read files into the cache"),
+                       ("persist", "write not yet persisted files to under storage now")):
+        p = fs_sub.add_parser(name, parents=cc, help=text)
+        p.add_argument("path", metavar="NS_PATH", help="a file or a directory")
+        p.set_defaults(func=_cmd_fs_cache, cache_action=name)
+    p = fs_sub.add_parser("set-ttl", parents=cc, help="expire cached files after SECONDS",
+                          description="Files at NS_PATH expire SECONDS after they were cached: "
+                                      "their blocks are dropped (free) or the files deleted "
+                                      "(delete).")
+    p.add_argument("path", metavar="NS_PATH", help="a file or a directory")
+    p.add_argument("seconds", metavar="SECONDS", type=_seconds_arg)
+    p.add_argument("--action", dest="ttl_action", choices=("free", "delete"), default="free",
+                   help="what happens on expiry (default: free)")
+    p.set_defaults(func=_cmd_fs_cache, cache_action="ttl")
+
+    cache = sub.add_parser("cache", parents=cc, help="the block store",
+                           description="Show the tiered block store.")
+    cache_sub = cache.add_subparsers(dest="cache_command", metavar="CACHE_COMMAND",
+                                     required=True)
+    p = cache_sub.add_parser("report", parents=cc,
+                             help="per tier and directory: capacity, used, blocks, pinned, "
+                                  "hit ratio")
+    p.set_defaults(func=_cmd_cache_report)
     return parser
+
+
+def _seconds_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"invalid seconds '{text}' (a number >= 0)")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -543,6 +579,61 @@ def _cmd_fs_cat(args: argparse.Namespace) -> int:
             sys.stdout.buffer.write(chunk)
     sys.stdout.buffer.flush()
     return 0
+
+
+def _cmd_fs_cache(args: argparse.Namespace) -> int:
+    ttl = args.cache_action == "ttl"
+    with _client(args) as client:
+        done = client.cache_action(args.cache_action, args.path,
+                                   seconds=args.seconds if ttl else None,
+                                   ttl_action=args.ttl_action if ttl else None)
+    if args.json:
+        return _print_json(done)
+    what = {"pin": "pinned", "unpin": "unpinned", "free": "freed", "load": "loaded",
+            "persist": "persisted", "set-ttl": "TTL set on"}.get(done["action"], done["action"])
+    detail = []
+    if done.get("blocks") is not None:
+        detail.append(f"{done['blocks']} cached block(s)")
+    if done.get("bytes") is not None:
+        detail.append(_size(done["bytes"]))
+    if done.get("files") is not None:
+        detail.append(f"{done['files']} file(s)")
+    if ttl:
+        detail.append(f"{args.ttl_action} after {args.seconds:g}s")
+    print(f"{what} {done['path']}" + (f" ({', '.join(detail)})" if detail else ""))
+    return 0
+
+
+def _cmd_cache_report(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        report = client.cache_report()
+    if args.json:
+        return _print_json(report)
+    rows: list[list[Any]] = []
+    for t in report["tiers"]:
+        rows.append([t["alias"], "", *_usage(t)])
+        rows += [["", d["path"], *_usage(d)] for d in t["dirs"]]
+    rows.append(["total", "", *_usage(report)])
+    _print_rows(["TIER", "DIRECTORY", "CAPACITY", "USED", "USE%", "BLOCKS", "PINNED", "HIT RATIO"],
+                rows)
+    return 0
+
+
+def _usage(u: dict[str, Any]) -> list[Any]:
+    cap, used = u["capacity_bytes"], u["used_bytes"]
+    ratio = u.get("hit_ratio")
+    return [_size(cap), _size(used), f"{100 * used / cap:.0f}%" if cap else None, u["blocks"],
+            _size(u["pinned_bytes"]), None if ratio is None else f"{100 * ratio:.1f}%"]
+
+
+def _size(n: int) -> str:
+    """Bytes in 1024-based units: 512 B, 1.5 KiB, 64.0 MiB, 2.0 GiB."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
 
 
 def _entry_row(e: dict[str, Any]) -> list[Any]:

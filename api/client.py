@@ -261,3 +261,24 @@ class CatalogClient:
                                f"{self.timeout:g}s") from e
         except httpx.TransportError as e:
             raise CatalogError(f"cannot reach Strata at {self.base_url}: {e}") from e
+
+    # -- the block store -------------------------------------------------------------------------
+
+    def cache_action(self, command: str, path: str, *, seconds: float | None = None,
+                     ttl_action: str | None = None) -> dict[str, Any]:
+        """``pin``, ``unpin``, ``free``, ``load``, ``persist`` or ``ttl`` (with ``seconds`` and
+        ``ttl_action``: free | delete) of the files at a namespace path; what it did
+        (``blocks``, ``bytes`` or ``files``)."""
+        if command not in ("pin", "unpin", "free", "load", "persist", "ttl"):
+            raise InvalidInputError(f"unknown cache command '{command}'")
+        params: dict[str, Any] = {"path": path}
+        if command == "ttl":
+            params["seconds"] = seconds
+            params["action"] = ttl_action or "free"
+        result: dict[str, Any] = self._request("POST", f"{API}/fs/{command}", params=params)
+        return result
+
+    def cache_report(self) -> dict[str, Any]:
+        """Per tier and directory: capacity, used, blocks, pinned bytes, hit ratio."""
+        result: dict[str, Any] = self._request("GET", f"{API}/cache")
+        return result

@@ -35,8 +35,16 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.client import TOKEN_FILE, read_token_file
+from api.metrics import metrics_registry, render
+from catalog.cache import CacheStats, TtlAction
 from catalog.config import Settings
-from catalog.exceptions import CatalogError, InvalidInputError, NoSuchPathError, UdbError
+from catalog.exceptions import (
+    CatalogError,
+    InvalidInputError,
+    NoSuchPathError,
+    NotFoundError,
+    UdbError,
+)
 from catalog.service import CatalogService
 from catalog.serving import ClientView
 from catalog.views import (
@@ -61,6 +69,8 @@ MAX_FILTER = 8192
 MAX_OPTIONS = 100
 #: Methods that never need the token (unless ``api_read_auth``).
 READ_METHODS = frozenset({"GET", "HEAD"})
+#: Prometheus scrapes (the token only with ``api_read_auth``).
+METRICS_PATH = "/metrics"
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +192,63 @@ class FsEntry(BaseModel):
     mount_point: bool
 
 
+class CacheUsage(BaseModel):
+    """Capacity, use and hit ratio of the block store, a tier or a directory."""
+
+    capacity_bytes: int = Field(description="quota")
+    used_bytes: int = Field(description="bytes of committed blocks")
+    blocks: int
+    pinned_bytes: int = Field(description="bytes of pinned blocks (never evicted)")
+    hit_ratio: float | None = Field(
+        description="block reads served from the cache / all block reads since the server "
+                    "started; of a tier: the share served from this tier (the tiers add up to "
+                    "the total); null for a directory (counted per tier)")
+
+
+class CacheDirReport(CacheUsage):
+    path: str
+
+
+class CacheTierReport(CacheUsage):
+    alias: str = Field(examples=["MEM", "SSD", "HDD"])
+    dirs: list[CacheDirReport]
+
+
+class CacheReport(CacheUsage):
+    """The block store, its tiers (fastest first) and their directories."""
+
+    tiers: list[CacheTierReport]
+
+
+class CacheActionOut(BaseModel):
+    """What a cache command did to the files at ``path``."""
+
+    path: str
+    action: str = Field(examples=["pin", "unpin", "free", "load", "persist", "set-ttl"])
+    blocks: int | None = Field(default=None,
+                               description="blocks pinned / unpinned / given the TTL now")
+    bytes: int | None = Field(default=None, description="bytes freed (free) or read (load)")
+    files: int | None = Field(default=None, description="files persisted (persist)")
+
+
+def cache_report(stats: CacheStats) -> CacheReport:
+    """The report of ``catalogctl cache report`` (and ``GET /api/v1/cache``) from the store's
+    statistics."""
+    reads = stats.hits + stats.misses
+    tiers = [CacheTierReport(
+        alias=t.alias, capacity_bytes=t.capacity_bytes, used_bytes=t.used_bytes, blocks=t.blocks,
+        pinned_bytes=t.pinned_bytes, hit_ratio=t.hits / reads if reads else 0.0,
+        dirs=[CacheDirReport(path=str(d.path), capacity_bytes=d.capacity_bytes,
+                             used_bytes=d.used_bytes, blocks=d.blocks,
+                             pinned_bytes=d.pinned_bytes, hit_ratio=None) for d in t.dirs])
+        for t in stats.tiers]
+    return CacheReport(capacity_bytes=sum(t.capacity_bytes for t in tiers),
+                       used_bytes=sum(t.used_bytes for t in tiers),
+                       blocks=sum(t.blocks for t in tiers),
+                       pinned_bytes=sum(t.pinned_bytes for t in tiers),
+                       hit_ratio=stats.hit_ratio, tiers=tiers)
+
+
 class Health(BaseModel):
     status: str
     databases: int
@@ -222,6 +289,9 @@ Db = Annotated[str, Path(pattern=NAME_PATTERN, max_length=MAX_NAME,
                          description="database name: letters, digits, '_' and '-'")]
 TableName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=MAX_NAME,
                                 description="table name: letters, digits, '_' and '-'")]
+
+NsPath = Annotated[str, Query(min_length=1, max_length=4096,
+                              description="a namespace path: a file or a directory")]
 
 View = Annotated[ClientView, Query(
     description="whose spelling of locations: verbatim (Spark, Hive, Presto) or trino "
@@ -270,7 +340,8 @@ class _Auth:
         if scope["method"] not in READ_METHODS:
             return True
         path: str = scope["path"]
-        return self.read_auth and (path == API_PREFIX or path.startswith(API_PREFIX + "/"))
+        return self.read_auth and (path == API_PREFIX or path.startswith(API_PREFIX + "/")
+                                   or path == METRICS_PATH)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self._guarded(scope):
@@ -624,5 +695,61 @@ def create_app(service: CatalogService, *, token: str | None = None,
 
         return StreamingResponse(chunks(), media_type="application/octet-stream",
                                  headers={"Content-Length": str(max(0, end - offset))})
+
+    # -- the block store -------------------------------------------------------------------------
+
+    @app.post(f"{API_PREFIX}/fs/pin", response_model=CacheActionOut, tags=["cache"])
+    def fs_pin(path: NsPath) -> CacheActionOut:
+        """Pin the files at ``path``, cached now or later: their blocks are never evicted."""
+        return CacheActionOut(path=path, action="pin", blocks=service.fs.pin(path))
+
+    @app.post(f"{API_PREFIX}/fs/unpin", response_model=CacheActionOut, tags=["cache"])
+    def fs_unpin(path: NsPath) -> CacheActionOut:
+        """Remove the pin of ``path``."""
+        return CacheActionOut(path=path, action="unpin", blocks=service.fs.unpin(path))
+
+    @app.post(f"{API_PREFIX}/fs/free", response_model=CacheActionOut, tags=["cache"])
+    def fs_free(path: NsPath) -> CacheActionOut:
+        """Drop the cached copies of the files at ``path`` (409 while some are not persisted)."""
+        return CacheActionOut(path=path, action="free", bytes=service.fs.free(path))
+
+    @app.post(f"{API_PREFIX}/fs/load", response_model=CacheActionOut, tags=["cache"])
+    def fs_load(path: NsPath) -> CacheActionOut:
+        """Read the files at ``path`` into the cache."""
+        return CacheActionOut(path=path, action="load", bytes=service.fs.load(path))
+
+    @app.post(f"{API_PREFIX}/fs/persist", response_model=CacheActionOut, tags=["cache"])
+    def fs_persist(path: NsPath) -> CacheActionOut:
+        """Write the files at ``path`` held by the cache only to under storage now."""
+        return CacheActionOut(path=path, action="persist", files=service.fs.persist(path))
+
+    @app.post(f"{API_PREFIX}/fs/ttl", response_model=CacheActionOut, tags=["cache"])
+    def fs_set_ttl(path: NsPath,
+                   seconds: Annotated[float, Query(ge=0, le=10 * 365 * 86400,
+                                                   description="time to live once cached")],
+                   action: Annotated[TtlAction, Query(
+                       description="free: drop the cached blocks; delete: delete the file")]
+                   = TtlAction.FREE) -> CacheActionOut:
+        """Files at ``path`` expire ``seconds`` after they were cached."""
+        return CacheActionOut(path=path, action="set-ttl",
+                              blocks=service.fs.set_ttl(path, seconds, action))
+
+    @app.get(f"{API_PREFIX}/cache", response_model=CacheReport, tags=["cache"])
+    def cache() -> CacheReport:
+        """Per tier and directory: capacity, used, blocks, pinned bytes, hit ratio."""
+        store = service.fs.cache
+        if store is None:
+            raise NotFoundError("this server has no block store")
+        return cache_report(store.stats())
+
+    # -- Prometheus ------------------------------------------------------------------------------
+
+    registry = metrics_registry(lambda: service.fs)
+
+    @app.get(METRICS_PATH, include_in_schema=False)
+    def metrics(request: Request) -> Response:
+        """Prometheus text format: the block store, the S3 gateway, the process."""
+        body, content_type = render(registry, request.headers.get("accept"))
+        return Response(body, headers={"Content-Type": content_type})
 
     return app

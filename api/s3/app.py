@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import hashlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,8 +19,9 @@ from urllib.parse import unquote_to_bytes
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
+from api.metrics import GATEWAY, UNROUTED
 from api.s3.auth import Auth, Credentials, Verifier, query_pairs
 from api.s3.body import Body
 from api.s3.errors import S3Error, from_catalog
@@ -45,6 +48,8 @@ MAX_DELETE = 1000
 MAX_XML_BYTES = 4 * 1024 * 1024
 MAX_PART_BYTES = 5 * 1024**3
 WRITE_BATCH = 1024 * 1024
+#: GET bodies up to this size are read whole and sent in one piece; larger ones stream.
+WHOLE_BODY_BYTES = 1024 * 1024
 KEEPALIVE_S = 5.0
 OWNER = "<Owner><ID>strata</ID><DisplayName>strata</DisplayName></Owner>"
 #: Sub-resources of buckets and objects that the gateway does not implement (501).
@@ -69,6 +74,26 @@ class Call:
     headers: dict[str, str]
     auth: Auth
     resource: str
+
+
+#: Where a handler notes the S3 operation it serves, for the request metrics.
+OPERATION_KEY = "strata.s3.operation"
+Handler = Callable[..., Awaitable[Response]]
+#: The gateway's metrics hook: (operation, HTTP status, seconds from request to last byte).
+Observer = Callable[[str, int, float], None]
+
+
+def _operation(name: str, **variants: str) -> Callable[[Handler], Handler]:
+    """Names the S3 operation a handler serves (``variants``: the name when that keyword argument
+    is true, e.g. ``head=True`` -> HeadObject); :meth:`S3Gateway.__call__` reports it."""
+    def wrap(fn: Handler) -> Handler:
+        @functools.wraps(fn)
+        async def handler(self: Any, c: Call, **kwargs: Any) -> Response:
+            c.request.scope[OPERATION_KEY] = next(
+                (op for arg, op in variants.items() if kwargs.get(arg)), name)
+            return await fn(self, c, **kwargs)
+        return handler
+    return wrap
 
 
 async def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -151,12 +176,16 @@ def _xml(body: bytes, status: int = 200, headers: Mapping[str, str] | None = Non
 
 
 class S3Gateway:
-    """The ASGI app. ``credentials`` None: anonymous access (only sensible on loopback)."""
+    """The ASGI app. ``credentials`` None: anonymous access (only sensible on loopback).
+    ``observer`` is told every request's operation, status and latency (default: the process's
+    Prometheus instruments, :data:`api.metrics.GATEWAY`; None: nobody)."""
 
     def __init__(self, fs: Namespace, *, credentials: Credentials | None, region: str,
                  max_object_bytes: int, domains: tuple[str, ...] = ("localhost",),
-                 spool_dir: str | Path | None = None) -> None:
+                 spool_dir: str | Path | None = None,
+                 observer: Observer | None = GATEWAY.observe) -> None:
         self.store = ObjectStore(fs, spool_dir=spool_dir)
+        self.observer = observer
         self.verifier = Verifier(credentials)
         self.region = region
         self.max_object_bytes = max_object_bytes
@@ -175,6 +204,28 @@ class S3Gateway:
                     return
         if scope["type"] != "http":
             return
+        if self.observer is None:
+            await self._serve(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # unless an answer starts
+
+        async def noting_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._serve(scope, receive, noting_send)
+        finally:
+            try:
+                self.observer(scope.get(OPERATION_KEY, UNROUTED), status,
+                              time.perf_counter() - started)
+            except Exception:  # noqa: BLE001 - metrics never fail a request
+                log.exception("S3 gateway: the metrics hook failed")
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         request_id = secrets.token_hex(8).upper()
         resource = scope.get("raw_path", b"/").decode("latin-1")
@@ -318,6 +369,7 @@ class S3Gateway:
 
     # -- service and buckets ---------------------------------------------------------------------
 
+    @_operation("ListBuckets")
     async def list_buckets(self, c: Call) -> Response:
         buckets = await _run(self.store.buckets)
         items = "".join("<Bucket>" + element("Name", text(name)) +
@@ -325,22 +377,26 @@ class S3Gateway:
                         for name, mtime in buckets)
         return _xml(document("ListAllMyBucketsResult", [OWNER, f"<Buckets>{items}</Buckets>"]))
 
+    @_operation("HeadBucket")
     async def head_bucket(self, c: Call) -> Response:
         assert c.bucket is not None
         await _run(self.store.require_bucket, c.bucket)
         return Response(status_code=200, headers={"x-amz-bucket-region": self.region})
 
+    @_operation("GetBucketLocation")
     async def bucket_location(self, c: Call) -> Response:
         assert c.bucket is not None
         await _run(self.store.require_bucket, c.bucket)
         region = "" if self.region == "us-east-1" else text(self.region)
         return _xml(document("LocationConstraint", [region]))
 
+    @_operation("GetBucketVersioning")
     async def bucket_versioning(self, c: Call) -> Response:
         assert c.bucket is not None
         await _run(self.store.require_bucket, c.bucket)
         return _xml(document("VersioningConfiguration", []))
 
+    @_operation("PutOrDeleteBucket")
     async def put_or_delete_bucket(self, c: Call) -> Response:
         assert c.bucket is not None
         exists = await _run(self.store.bucket_exists, c.bucket)
@@ -355,6 +411,7 @@ class S3Gateway:
         raise S3Error("AccessDenied", "buckets are namespace mounts: remove one with "
                                       "catalogctl fs unmount")
 
+    @_operation("ListObjects", v2="ListObjectsV2")
     async def list_objects(self, c: Call, *, v2: bool) -> Response:
         assert c.bucket is not None
         q = c.query
@@ -408,9 +465,15 @@ class S3Gateway:
 
     # -- reading ---------------------------------------------------------------------------------
 
+    @_operation("GetObject", head="HeadObject")
     async def get_object(self, c: Call, *, head: bool) -> Response:
+        # One worker-thread hop for the lookup, the checks and (small bodies) the bytes: a
+        # thread hop costs more than reading 100 KiB from the block store.
+        return await _run(self._get_object, c, head)
+
+    def _get_object(self, c: Call, head: bool) -> Response:
         assert c.bucket is not None
-        info = await _run(self.store.head, c.bucket, c.key)
+        info = self.store.head(c.bucket, c.key)
         base = {"ETag": info.etag, "Last-Modified": _http_date(info.mtime_ns),
                 "Accept-Ranges": "bytes"}
         if check_conditions(c.headers, info):
@@ -436,8 +499,16 @@ class S3Gateway:
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.size}"
         if head:
             return Response(status_code=status, headers=headers)
-        reader = await _run(self.store.open_range, c.bucket, info, start, end)
-        return StreamingResponse(iter(reader), status_code=status, headers=headers)
+        reader = self.store.open_range(c.bucket, info, start, end)
+        if end - start > WHOLE_BODY_BYTES:
+            return StreamingResponse(iter(reader), status_code=status, headers=headers)
+        try:
+            body = b"".join(reader)
+        finally:
+            reader.close()
+        if len(body) != end - start:  # nothing sent yet: still a clean error
+            raise S3Error("PreconditionFailed", "the object changed while it was read; retry")
+        return Response(body, status_code=status, headers=headers)
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -460,6 +531,7 @@ class S3Gateway:
             await _run(abort)
             raise
 
+    @_operation("PutObject")
     async def put_object(self, c: Call) -> Response:
         assert c.bucket is not None
         exclusive = False
@@ -478,12 +550,14 @@ class S3Gateway:
         if exclusive and await _run(self.store.head_or_none, c.bucket, c.key) is not None:
             raise S3Error("PreconditionFailed", "At least one of the pre-conditions you "
                                                 "specified did not hold (the key exists)")
-        writer = await _run(self.store.writer, c.bucket, c.key)
+        writer = await _run(functools.partial(self.store.writer, c.bucket, c.key,
+                                              write_type=c.headers.get("x-strata-write-type")))
         await self._receive(body, writer.write, writer.abort)
         info = await _run(writer.commit, body.etag, exclusive=exclusive,
                           if_match=c.headers.get("if-match"))
         return Response(status_code=200, headers={"ETag": info.etag, **body.checksum_headers()})
 
+    @_operation("CopyObject")
     async def copy_object(self, c: Call) -> Response:
         assert c.bucket is not None
         src_bucket, src_key = self._copy_source(c.headers["x-amz-copy-source"])
@@ -541,11 +615,13 @@ class S3Gateway:
         check_key(bucket, key)
         return bucket, key
 
+    @_operation("DeleteObject")
     async def delete_object(self, c: Call) -> Response:
         assert c.bucket is not None
         await _run(self.store.delete, c.bucket, c.key)
         return Response(status_code=204)
 
+    @_operation("DeleteObjects")
     async def delete_objects(self, c: Call) -> Response:
         assert c.bucket is not None
         raw = await self._body(c, MAX_XML_BYTES).read_all(MAX_XML_BYTES)
@@ -587,6 +663,7 @@ class S3Gateway:
         assert c.bucket is not None
         return await _run(self.store.upload, c.query.get("uploadId", ""), c.bucket, c.key)
 
+    @_operation("CreateMultipartUpload")
     async def create_upload(self, c: Call) -> Response:
         assert c.bucket is not None
         if c.key.endswith("/"):
@@ -596,6 +673,7 @@ class S3Gateway:
             element("Bucket", text(c.bucket)), element("Key", text(c.key)),
             element("UploadId", upload_id)]))
 
+    @_operation("UploadPart")
     async def upload_part(self, c: Call) -> Response:
         try:
             number = int(c.query.get("partNumber", ""))
@@ -613,6 +691,7 @@ class S3Gateway:
         etag = await _run(writer.commit, body.md5.hexdigest())
         return Response(status_code=200, headers={"ETag": etag, **body.checksum_headers()})
 
+    @_operation("CompleteMultipartUpload")
     async def complete_upload(self, c: Call) -> Response:
         upload = await self._upload(c)
         raw = await Body(c.request.stream(), {k: v for k, v in c.headers.items()
@@ -660,11 +739,13 @@ class S3Gateway:
     def _inline_error(e: S3Error, resource: str) -> bytes:
         return e.xml(resource, secrets.token_hex(8).upper()).split(b"\n", 1)[1]
 
+    @_operation("AbortMultipartUpload")
     async def abort_upload(self, c: Call) -> Response:
         upload = await self._upload(c)
         await _run(self.store.abort_upload, upload)
         return Response(status_code=204)
 
+    @_operation("ListParts")
     async def list_parts(self, c: Call) -> Response:
         upload = await self._upload(c)
         try:
@@ -687,6 +768,7 @@ class S3Gateway:
                        + element("Size", p.size) + "</Part>")
         return _xml(document("ListPartsResult", out))
 
+    @_operation("ListMultipartUploads")
     async def list_uploads(self, c: Call) -> Response:
         assert c.bucket is not None
         prefix = c.query.get("prefix", "")

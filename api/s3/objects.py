@@ -516,7 +516,18 @@ class ObjectStore:
         return info
 
     def head_or_none(self, bucket: str, key: str) -> ObjectInfo | None:
+        """The object at ``key`` or None. A file is answered from the namespace's file identity
+        (trusted for the mount's ``metadata.sync.interval``, so a warm GET of a remote object
+        asks the remote store nothing); folders and misses from a stat."""
         path = self.path(bucket, key)
+        if not key.endswith("/"):
+            try:
+                ident = self.ns.identity(path)
+            except (NoSuchPathError, InvalidInputError):
+                ident = None
+            if ident is not None:
+                entry = NsEntry(path, False, ident.size, ident.mtime_ns, ident.uri)
+                return ObjectInfo(key, ident.size, ident.mtime_ns, self._etag(path, entry))
         try:
             entry = self.ns.stat(path)
         except NoSuchPathError:

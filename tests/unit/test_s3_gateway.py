@@ -910,13 +910,16 @@ def test_storage_errors_map_to_s3_codes(s3: S3, ns: Namespace,
     def unavailable(path: str) -> Any:
         raise UfsUnavailableError("cannot stat s3://x: timeout")
 
+    # A GET looks the object up by its identity (files), a stat (folders): both fail here.
     monkeypatch.setattr(ns, "stat", unavailable)
+    monkeypatch.setattr(ns, "identity", unavailable)
     error_code(s3.get("/lake/sales/a.csv"), 503, "ServiceUnavailable")
 
     def broken(path: str) -> Any:
         raise RuntimeError("secret internal detail")
 
     monkeypatch.setattr(ns, "stat", broken)
+    monkeypatch.setattr(ns, "identity", broken)
     r = s3.get("/lake/sales/a.csv")
     error_code(r, 500, "InternalError")
     assert b"secret internal detail" not in r.content and b"Traceback" not in r.content
