@@ -639,10 +639,6 @@ def print_summary(res: dict[str, Any], summary: dict[str, Any]) -> None:
     print(f"warm vs cold (WAN-like), 64 MiB: {r['big_warm_vs_cold']:.2f}x, 100 KiB: "
           f"{r['small_warm_vs_cold']:.2f}x (target >= 5x): "
           f"{verdict(t['big_warm_vs_cold'])}, {verdict(t['small_warm_vs_cold'])}")
-    print("note: a warm GET of a /wan object still costs one request to the under storage (the "
-          "gateway's HEAD lookup, ObjectStore.head -> Namespace.stat, is not answered from the "
-          "identity cache), i.e. one WAN round trip per GET; the /local rows show the cache path "
-          "alone.")
 
 
 if __name__ == "__main__":
