@@ -14,7 +14,7 @@ from typing import Any
 from pyarrow import fs as pafs
 
 from catalog.exceptions import InvalidInputError, UfsUnavailableError
-from catalog.fs.ufs import ArrowUfs, FileStatus
+from catalog.fs.ufs import ArrowUfs, FileStatus, WriteOnlyStream
 
 
 class LocalUfs(ArrowUfs):
@@ -86,7 +86,7 @@ class LocalUfs(ArrowUfs):
 TMP_MARK = ".strata-tmp-"
 
 
-class AtomicOutput:
+class AtomicOutput(WriteOnlyStream):
     """A binary writer of a hidden temp file renamed over its target on a clean :meth:`close`
     (or the end of a ``with`` block without an error); :meth:`abort` removes it."""
 
@@ -107,15 +107,6 @@ class AtomicOutput:
 
     def flush(self) -> None:
         self._f.flush()
-
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def readable(self) -> bool:
-        return False
 
     def close(self) -> None:
         if self._f.closed:

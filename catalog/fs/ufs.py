@@ -112,6 +112,19 @@ def is_within(uri: str, root: str) -> bool:
     return uri.startswith(root if root.endswith("/") else root + "/")
 
 
+class WriteOnlyStream:
+    """The fixed answers of a binary output stream: writable, neither readable nor seekable."""
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+
 class UnderFileSystem(ABC):
     """One under storage (a local tree, an S3 endpoint with its credentials)."""
 

@@ -24,6 +24,7 @@ from catalog.cache.lifecycle import TempBlock
 from catalog.cache.model import CacheError, FileIdentity
 from catalog.exceptions import CatalogError, InvalidInputError
 from catalog.fs.cached import FileRecord, WriteType, new_token
+from catalog.fs.ufs import WriteOnlyStream
 
 if TYPE_CHECKING:
     from catalog.fs.namespace import Mount, Namespace
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("catalog.fs")
 
 
-class FileWriter:
+class FileWriter(WriteOnlyStream):
     """A binary writer of one namespace file with a write type."""
 
     def __init__(self, ns: Namespace, path: str, mount: Mount, uri: str, ufs: UnderFileSystem,
@@ -68,15 +69,6 @@ class FileWriter:
     @property
     def closed(self) -> bool:
         return self._closed
-
-    def writable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return False
-
-    def seekable(self) -> bool:
-        return False
 
     def tell(self) -> int:
         return self.size

@@ -36,7 +36,8 @@ def self_signed_cert(folder: Path) -> tuple[Path, Path] | None:
 
 
 class GatewayServer:
-    """Runs an ASGI app under uvicorn in a thread until the context exits."""
+    """Runs an ASGI app (the gateway, the REST app...) under uvicorn in a thread until the
+    context exits."""
 
     def __init__(self, app: Any, *, port: int | None = None,
                  tls: tuple[Path, Path] | None = None) -> None:

@@ -5,21 +5,18 @@ store; the same endpoints over REST (status codes, error bodies, auth)."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from api.cli import main
 from api.rest.app import cache_report, create_app
 from catalog.cache import CacheConfig, TtlAction
 from catalog.config import Settings
 from catalog.service import CatalogService
-from tests.support.ports import LOOPBACK, free_port
+from tests.support.s3_gateway import GatewayServer
 
 TOKEN = "cache-cli-test-token-0123456789"
 BS = 64 * 1024  # block size
@@ -53,21 +50,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     assert service.fs.cache is not None and service.fs.persister is not None
     service.fs.persister.paused.set()  # persists happen when a test asks for them
     service.mount("/lake", f"file://{lake}", {})
-    port = free_port()
-    rest = uvicorn.Server(uvicorn.Config(create_app(service, token=TOKEN), host=LOOPBACK,
-                                         port=port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=rest.run, name="test-rest-cache", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not rest.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "REST server did not start"
-        time.sleep(0.02)
     try:
-        yield Server(f"http://{LOOPBACK}:{port}", service, lake)
+        with GatewayServer(create_app(service, token=TOKEN)) as rest:
+            yield Server(rest.endpoint, service, lake)
     finally:
-        rest.should_exit = True
-        thread.join(timeout=30)
-        assert not thread.is_alive()
         service.close()
 
 

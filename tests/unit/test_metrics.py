@@ -5,7 +5,6 @@ in threads over a real local mount and a small two-tier block store); scrapes pa
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from botocore.exceptions import ClientError
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
@@ -25,7 +23,7 @@ from api.s3 import create_s3_app
 from catalog.cache import CacheConfig
 from catalog.config import Settings
 from catalog.service import CatalogService
-from tests.support.ports import LOOPBACK, free_port
+from tests.support.ports import LOOPBACK
 from tests.support.s3 import s3_client
 from tests.support.s3_gateway import GatewayServer
 
@@ -78,23 +76,11 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     assert service.fs.persister is not None
     service.fs.persister.paused.set()
     service.mount("/lake", f"file://{lake}", {})
-    port = free_port()
-    rest = uvicorn.Server(uvicorn.Config(create_app(service, token=TOKEN), host=LOOPBACK,
-                                         port=port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=rest.run, name="test-rest-metrics", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not rest.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "REST server did not start"
-        time.sleep(0.02)
     try:
-        with GatewayServer(create_s3_app(service.fs, settings, host=LOOPBACK)) as gw:
-            yield Env(service, f"http://{LOOPBACK}:{port}", s3_client(gw.endpoint, ACCESS, SECRET),
-                      lake)
+        with GatewayServer(create_app(service, token=TOKEN)) as rest, \
+                GatewayServer(create_s3_app(service.fs, settings, host=LOOPBACK)) as gw:
+            yield Env(service, rest.endpoint, s3_client(gw.endpoint, ACCESS, SECRET), lake)
     finally:
-        rest.should_exit = True
-        thread.join(timeout=30)
-        assert not thread.is_alive()
         service.close()
 
 

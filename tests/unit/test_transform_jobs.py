@@ -4,7 +4,6 @@ REST / CLI front ends."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,6 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from api.cli import main
@@ -26,8 +24,7 @@ from catalog.exceptions import (
     NotFoundError,
 )
 from catalog.service import CatalogService
-from catalog.transform.jobs import output_root
-from tests.support.ports import LOOPBACK, free_port
+from tests.support.s3_gateway import GatewayServer
 
 TOKEN = "jobs-test-token-0123456789"
 PARQUET_SERDE = "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"
@@ -411,21 +408,10 @@ def test_rest_transforms(svc: CatalogService) -> None:
 
 @pytest.fixture
 def rest_url(svc: CatalogService, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    port = free_port()
-    rest = uvicorn.Server(uvicorn.Config(create_app(svc, token=TOKEN), host=LOOPBACK, port=port,
-                                         log_level="warning", access_log=False))
-    thread = threading.Thread(target=rest.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not rest.started:
-        assert thread.is_alive() and time.monotonic() < deadline
-        time.sleep(0.02)
-    url = f"http://{LOOPBACK}:{port}"
-    monkeypatch.setenv("CATALOG_SERVER", url)
-    monkeypatch.setenv("CATALOG_API_TOKEN", TOKEN)
-    yield url
-    rest.should_exit = True
-    thread.join(timeout=30)
+    with GatewayServer(create_app(svc, token=TOKEN)) as rest:
+        monkeypatch.setenv("CATALOG_SERVER", rest.endpoint)
+        monkeypatch.setenv("CATALOG_API_TOKEN", TOKEN)
+        yield rest.endpoint
 
 
 def test_cli_transform_wait_status_and_ls(svc: CatalogService, rest_url: str,
