@@ -36,6 +36,7 @@ from catalog.config import Settings
 from catalog.service import CatalogService
 data_dir, lake, other = sys.argv[1:4]
 service = CatalogService(Settings(data_dir=data_dir, sync_interval_s=0))
+print("ready", flush=True)
 i = 0
 while True:
     i += 1
@@ -99,6 +100,10 @@ def test_kill_9_during_attach_sync_detach_and_mount(tmp_path: Path) -> None:
                                  str(other)], cwd=REPO, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         try:
+            # The random kill time counts from when the worker's service is open (its imports
+            # take seconds on a loaded machine).
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "ready", proc.stderr
             time.sleep(rng.uniform(1.0, 4.0))
         finally:
             proc.send_signal(signal.SIGKILL)
