@@ -23,7 +23,7 @@ RSS), in this order:
   service's namespace (``--definition``, default ``file.size.min=64MB``).
 
 Printed: MB/s of CSV in per run (MB = 10^6 bytes of the text files), the ratio (c)/(a) (target
->= 0.9), the peak RSS of each child, row counts and a checksum (sum of ss_net_paid, count of NULL
+>= 0.9), the CPU seconds (all threads, the whole child) and peak RSS of each child, row counts and a checksum (sum of ss_net_paid, count of NULL
 customers) that must agree between (a) and (c), and the same three queries (count, sum, group-by
 store) through DuckDB over the CSV files and over Strata's Parquet output, with their ratio.
 Everything goes as JSON to ``--out`` (default ``bench/results/transform.json``).
@@ -226,6 +226,8 @@ def child_main(args: argparse.Namespace) -> int:
     else:
         res = duckdb_copy(csv_dir, scratch / f"{args.child}.parquet", typed=args.child == "typed")
     res["peak_rss_bytes"] = peak_rss_bytes()
+    usage = resource.getrusage(resource.RUSAGE_SELF)  # all threads, the whole child
+    res["cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 2)
     args.child_out.write_text(json.dumps(res))
     return 0
 
@@ -305,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             r["mb_per_s"] = round(mb / r["seconds"], 1)
             runs[which] = r
             log(f"  {which}: {r['seconds']:.2f} s, {r['mb_per_s']} MB/s CSV in, "
-                f"peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB")
+                f"{r['cpu_seconds']} CPU s, peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB")
         ratio = runs["typed"]["seconds"] / runs["strata"]["seconds"]
         sums = {k: checksum(parquet_source(runs[k]["output"])) for k in ("typed", "strata")}
         queries = time_queries(args.work_dir / "csv", parquet_source(runs["strata"]["output"]))
@@ -315,11 +317,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"store_sales sf={args.sf}: {meta['rows']:,} rows, {mb:.0f} MB in {args.files:,} files; "
           f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
-    print(f"{'run':<34}{'seconds':>9}{'MB/s':>8}{'peak RSS MiB':>14}")
+    print(f"{'run':<34}{'seconds':>9}{'MB/s':>8}{'CPU s':>8}{'peak RSS MiB':>14}")
     labels = {"typed": "(a) DuckDB read_csv typed → COPY", "sniffing": "(b) DuckDB read_csv sniffing",
               "strata": "(c) Strata EmbeddedExecutor"}
     for k, r in runs.items():
-        print(f"{labels[k]:<34}{r['seconds']:>9.2f}{r['mb_per_s']:>8}"
+        print(f"{labels[k]:<34}{r['seconds']:>9.2f}{r['mb_per_s']:>8}{r['cpu_seconds']:>8}"
               f"{r['peak_rss_bytes'] / 2**20:>14.0f}")
     verdict = "meets" if ratio >= TARGET else "misses"
     print(f"Strata / (a) throughput: {ratio:.2f}x ({verdict} the {TARGET}x target); "

@@ -1,11 +1,13 @@
 """The embedded transformation executor: one :class:`PartitionPlan` made into Parquet files.
 
 :func:`execute_partition` reads each output group's input files with the Hive-semantics source
-reader (:func:`catalog.transform.source.iter_source_batches`, many files per batch), optionally
+reader (:func:`catalog.transform.source.iter_source_groups`, many files per batch), optionally
 sorts them (``sort.by``, ascending, NULLs first as Hive's ``ASC``, stable), and writes
 ``part-<i>.parquet`` below ``output_dir`` through the :class:`Namespace`. All data work is
-columnar (pyarrow / DuckDB); no row is handled in Python. Reading and writing overlap: statistics
-and Parquet encoding of a batch run on a writer thread while the next batch is read.
+columnar (pyarrow / DuckDB); no row is handled in Python. Reading and writing overlap: the
+source is read on a thread of its own (its DuckDB on all CPUs but one), one table ahead and on
+into the next output group while the calling thread computes statistics and encodes Parquet;
+progress is still reported on the calling thread.
 
 Rules:
 
@@ -16,11 +18,16 @@ Rules:
 * Parquet: compression from ``file.parquet.compression`` (``none`` writes uncompressed; note that
   pyarrow's ``lz4`` is Parquet's ``LZ4_RAW``); rows per row group estimated as
   ``row.group.size / (nbytes / num_rows)`` of the Arrow data (at least 1); timestamps are written
-  as INT96 (what Hive < 4 reads); everything else with the Arrow type of the Hive column type.
+  as INT96 (what Hive < 4 reads); everything else with the Arrow type of the Hive column type
+  (decimals as FIXED_LEN_BYTE_ARRAY). A column is dictionary-encoded unless the file's first row
+  groups have more distinct values than :data:`DICTIONARY_MAX_RATIO` of their non-NULL values
+  (there a dictionary costs several times plain encoding's CPU and makes the file larger; the
+  encoding is invisible to readers).
 * Memory: ``memory_limit_bytes`` (None: unbounded) bounds what a partition holds. Without
   ``sort.by`` an output file is streamed: batches are buffered until a row group is full, and a
   row group is at most a quarter of the limit (``row.group.size`` is lowered to it); the reader's
-  DuckDB gets a quarter and a batch of text a sixteenth. With ``sort.by`` the output group's rows
+  DuckDB gets a quarter and a batch of text a thirty-second (one batch is typed while the next
+  is read, one table waits for the writer). With ``sort.by`` the output group's rows
   go into an on-disk DuckDB table in a temporary directory and come back sorted by DuckDB (half
   the limit, one thread, spilling past it), in row-group-sized batches.
 * An empty plan (no output groups) writes no file: the directory is created with ``fs.mkdirs`` and
@@ -45,8 +52,11 @@ all output files of the partition:
 
 ``numDVs`` counts NULL as one value when the column has NULLs, as Hive does (Trino's reader
 subtracts one in that case, so ``SHOW STATS`` shows the non-NULL count). It is exact while a
-column's distinct values fit :data:`DISTINCT_CAP`; past it the per-chunk distinct counts are
-summed (capped at the non-NULL count), an upper-bound estimate.
+column's distinct values fit :data:`DISTINCT_CAP`; past it the per-chunk (row groups written at
+once) distinct counts are summed (capped at the non-NULL count), an upper-bound estimate.
+Decimals of precision <= 18 are counted by their unscaled integers (the same count, cheaper
+hashing); the chunks' distinct values are merged only when their sum could pass the cap (or at
+the end), with the same result as merging each as it comes.
 Bounds are omitted when a column has no non-NULL value.
 """
 
@@ -57,9 +67,11 @@ import datetime as dt
 import os
 import shutil
 import tempfile
+import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -73,11 +85,19 @@ from catalog.fs.namespace import Namespace
 from catalog.models import Column, ColumnStatistics, Layout, Partition, SerDe, Table
 from catalog.transform.definition import TransformDefinition
 from catalog.transform.planner import PartitionPlan
-from catalog.transform.source import arrow_schema, configure_duckdb, iter_source_batches
+from catalog.transform.source import arrow_schema, configure_duckdb, iter_source_groups
 from catalog.udb.directory import PARQUET_INPUT, PARQUET_OUTPUT, PARQUET_SERDE
 
 #: Distinct values kept per column for an exact ``numDVs``.
 DISTINCT_CAP = 200_000
+#: Distinct values of chunks kept unmerged per column at least (merging waits until the pending
+#: chunks hold as many values as the merged ones, or could pass :data:`DISTINCT_CAP`).
+PENDING_MIN = 1 << 16
+#: Seconds between two progress events of the reading thread.
+PROGRESS_EVERY_S = 0.05
+#: A column is dictionary-encoded in a file unless its first row groups have more distinct
+#: values than this fraction of their non-NULL values.
+DICTIONARY_MAX_RATIO = 0.125
 
 _COMPRESSION = {"snappy": "SNAPPY", "zstd": "ZSTD", "gzip": "GZIP", "lz4": "LZ4", "none": "NONE"}
 _EPOCH = dt.date(1970, 1, 1)
@@ -119,6 +139,22 @@ def _decimal_bound(value: Decimal, scale: int) -> dict[str, Any]:
     return {"unscaled": base64.b64encode(raw).decode("ascii"), "scale": scale}
 
 
+def _distinct_keys(values: pa.ChunkedArray | pa.Array,
+                   arrow_type: pa.DataType) -> pa.ChunkedArray | pa.Array:
+    """``values`` as keys with the same distinct values and NULLs, cheaper to hash: a decimal of
+    precision <= 18 as its unscaled integer (int32 up to precision 9; distinct decimals of one
+    scale are distinct unscaled integers), anything else as it is."""
+    if not pa.types.is_decimal128(arrow_type) or arrow_type.precision > 18:
+        return values
+    unscaled = pa.decimal128(arrow_type.precision, 0)
+    target = pa.int32() if arrow_type.precision <= 9 else pa.int64()
+    if isinstance(values, pa.ChunkedArray):
+        return pa.chunked_array([pc.cast(c.view(unscaled), target, safe=False)
+                                 for c in values.chunks],
+                                target)
+    return pc.cast(values.view(unscaled), target, safe=False)
+
+
 @dataclass
 class _ColumnStats:
     """Running statistics of one column over the chunks seen so far."""
@@ -133,23 +169,29 @@ class _ColumnStats:
     trues: int = 0
     len_sum: int = 0
     len_max: int = 0
+    #: While ``exact``: the distinct non-NULL values of the chunks merged so far (for
+    #: decimals of precision <= 18 their unscaled integers, see :func:`_distinct_keys`) ...
     uniques: pa.Array | None = None
+    #: ... and those of each later chunk, merged when the cap could be passed (or at the end).
+    pending: list[pa.Array] = field(default_factory=list)
     dv_estimate: int = 0
     exact: bool = True
 
-    def add(self, values: pa.ChunkedArray | pa.Array) -> None:
+    def add(self, values: pa.ChunkedArray | pa.Array) -> int | None:
+        """Take in one chunk; the chunk's distinct non-NULL count (None for boolean and binary,
+        which keep none)."""
         n = len(values)
         if n == 0:
-            return
+            return 0
         nulls = values.null_count
         self.rows += n
         self.nulls += nulls
         if nulls == n:
-            return
+            return 0
         kind = self.kind
         if kind == "boolean":
             self.trues += int(pc.sum(values.cast(pa.int64())).as_py() or 0)
-            return
+            return None
         if kind in ("string", "binary"):
             lengths = pc.utf8_length(values) if kind == "string" else pc.binary_length(values)
             self.len_sum += int(pc.sum(lengths.cast(pa.int64())).as_py() or 0)
@@ -164,24 +206,57 @@ class _ColumnStats:
                 self.low = lo if self.low is None else min(self.low, lo)
                 self.high = hi if self.high is None else max(self.high, hi)
         if kind == "binary":
-            return  # HMS keeps no distinct count for binary
-        self._add_distinct(values)
+            return None  # HMS keeps no distinct count for binary
+        return self._add_distinct(_distinct_keys(values, self.arrow_type))
 
-    def _add_distinct(self, values: pa.ChunkedArray | pa.Array) -> None:
+    def _add_distinct(self, values: pa.ChunkedArray | pa.Array) -> int:
         if not self.exact:
-            self.dv_estimate += int(pc.count_distinct(values).as_py())
-            return
-        chunk = pc.unique(values.drop_null())
+            count = int(pc.count_distinct(values).as_py())
+            self.dv_estimate += count
+            return count
+        chunk = pc.unique(values)
         if isinstance(chunk, pa.ChunkedArray):
             chunk = chunk.combine_chunks()
-        merged = chunk if self.uniques is None else pc.unique(
-            pa.concat_arrays([self.uniques, chunk]))
-        if len(merged) > DISTINCT_CAP:
-            self.exact = False
-            self.dv_estimate = len(merged)
-            self.uniques = None
-        else:
-            self.uniques = merged
+        if chunk.null_count:
+            chunk = chunk.drop_null()
+        self.pending.append(chunk)
+        pending = sum(len(c) for c in self.pending)
+        merged = len(self.uniques) if self.uniques is not None else 0
+        if merged + pending > DISTINCT_CAP or pending > max(merged, PENDING_MIN):
+            self._settle()  # past the cap, or the pending chunks (repeats) outgrew the merged
+        return len(chunk)
+
+    def _settle(self) -> None:
+        """Merge the pending chunks, with the result of merging each as it came: the union
+        of the chunks so far while it fits :data:`DISTINCT_CAP`; at the first chunk past it,
+        the union's size becomes the estimate and each later chunk adds its own distinct
+        count. Chunks are merged together when even their sum fits the cap."""
+        pending, self.pending = self.pending, []
+        for k, chunk in enumerate(pending):
+            if not self.exact:
+                self.dv_estimate += len(chunk)  # a chunk's count_distinct
+                continue
+            have = len(self.uniques) if self.uniques is not None else 0
+            rest = pending[k:]
+            if have + sum(len(c) for c in rest) <= DISTINCT_CAP:  # no union can pass the cap
+                parts = ([self.uniques] if self.uniques is not None else []) + rest
+                self.uniques = parts[0] if len(parts) == 1 else pc.unique(
+                    pa.concat_arrays(parts))
+                return
+            merged = chunk if self.uniques is None else pc.unique(
+                pa.concat_arrays([self.uniques, chunk]))
+            if len(merged) > DISTINCT_CAP:
+                self.exact = False
+                self.dv_estimate = len(merged)
+                self.uniques = None
+            else:
+                self.uniques = merged
+
+    def distinct_values(self) -> pa.Array | None:
+        """The distinct non-NULL values (as :func:`_distinct_keys`) while exact, else None."""
+        if self.pending:
+            self._settle()
+        return self.uniques if self.exact else None
 
     def result(self) -> ColumnStatistics:
         non_null = self.rows - self.nulls
@@ -193,8 +268,9 @@ class _ColumnStats:
                         avgColLen=(self.len_sum / non_null) if non_null else 0.0)
         if self.kind not in ("boolean", "binary"):
             if self.exact:
-                dvs = len(self.uniques) if self.uniques is not None else 0
-            else:
+                values = self.distinct_values()
+                dvs = len(values) if values is not None else 0
+            if not self.exact:
                 dvs = min(self.dv_estimate, non_null)
             # Hive counts NULL as one more distinct value (Trino's reader subtracts it again).
             data["numDVs"] = min(self.rows, dvs + (1 if self.nulls else 0))
@@ -222,9 +298,14 @@ class _PartitionStats:
             if kind is not None:
                 self.columns.append(_ColumnStats(c, kind, f.type))
 
-    def add(self, table: pa.Table) -> None:
+    def add(self, table: pa.Table) -> dict[str, int]:
+        """Take in a table; the distinct non-NULL count of each of its columns that keeps one."""
+        counts = {}
         for s in self.columns:
-            s.add(table.column(s.column.name))
+            dvs = s.add(table.column(s.column.name))
+            if dvs is not None:
+                counts[s.column.name] = dvs
+        return counts
 
     def result(self) -> list[ColumnStatistics]:
         return [s.result() for s in self.columns]
@@ -300,22 +381,69 @@ def _sorted_stream(tables: Iterator[pa.Table], keys: list[str], schema: pa.Schem
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
+def _leaves(t: pa.DataType) -> int:
+    if pa.types.is_struct(t):
+        return sum(_leaves(t.field(i).type) for i in range(t.num_fields))
+    if pa.types.is_map(t):
+        return _leaves(t.key_type) + _leaves(t.item_type)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _leaves(t.value_type)
+    return 1
+
+
+def _leaf_paths(schema: pa.Schema) -> list[list[str]]:
+    """Each column's Parquet leaf column paths (``a.list.element`` for a list of ``a``)."""
+    sink = pa.BufferOutputStream()
+    pq.ParquetWriter(sink, schema, use_deprecated_int96_timestamps=True).close()
+    pschema = pq.read_metadata(pa.BufferReader(sink.getvalue())).schema
+    paths, i = [], 0
+    for f in schema:
+        n = _leaves(f.type)
+        paths.append([pschema.column(j).path for j in range(i, i + n)])
+        i += n
+    return paths
+
+
+def _dictionary_columns(schema: pa.Schema, table: pa.Table,
+                        distinct: dict[str, int]) -> list[str]:
+    """The leaf columns to dictionary-encode, judged on a file's first row groups ``table``:
+    all but those whose distinct count is known and above :data:`DICTIONARY_MAX_RATIO` of their
+    non-NULL values (a dictionary there costs several times plain encoding's CPU and makes
+    the file larger; the encoding is invisible to readers)."""
+    out = []
+    for f, paths in zip(schema, _leaf_paths(schema)):
+        dvs = distinct.get(f.name)
+        if dvs is not None:
+            col = table.column(f.name)
+            if dvs > DICTIONARY_MAX_RATIO * (len(col) - col.null_count):
+                continue
+        out.extend(paths)
+    return out
+
+
 class _FileWriter:
-    """One Parquet output: buffers Arrow tables and writes whole row groups."""
+    """One Parquet output: buffers Arrow tables and writes whole row groups. The Parquet writer
+    is opened with the first row groups, which choose the dictionary-encoded columns."""
 
     def __init__(self, sink: Any, schema: pa.Schema, definition: TransformDefinition,
                  stats: _PartitionStats, row_group_bytes: int) -> None:
         self.sink = sink
+        self.schema = schema
         self.definition = definition
         self.row_group_bytes = row_group_bytes
         self.stats = stats
-        self.writer = pq.ParquetWriter(sink, schema,
-                                       compression=_COMPRESSION[definition.compression],
-                                       use_deprecated_int96_timestamps=True)
+        self.writer: pq.ParquetWriter | None = None
         self.buffer: list[pa.Table] = []
         self.buffered_rows = 0
         self.rows_per_group: int | None = None
         self.rows = 0
+
+    def _open(self, use_dictionary: bool | list[str]) -> pq.ParquetWriter:
+        self.writer = pq.ParquetWriter(self.sink, self.schema,
+                                       compression=_COMPRESSION[self.definition.compression],
+                                       use_dictionary=use_dictionary,
+                                       use_deprecated_int96_timestamps=True)
+        return self.writer
 
     def add(self, table: pa.Table) -> None:
         if table.num_rows == 0:
@@ -336,8 +464,9 @@ class _FileWriter:
         whole = data.num_rows if final else (data.num_rows // group) * group
         if whole:
             out = data.slice(0, whole)
-            self.stats.add(out)
-            self.writer.write_table(out, row_group_size=group)
+            distinct = self.stats.add(out)
+            writer = self.writer or self._open(_dictionary_columns(self.schema, out, distinct))
+            writer.write_table(out, row_group_size=group)
             self.rows += whole
         if whole < data.num_rows:
             self.buffer, self.buffered_rows = [data.slice(whole)], data.num_rows - whole
@@ -345,9 +474,14 @@ class _FileWriter:
     def close(self) -> int:
         """Finish the file; the number of bytes written."""
         self._flush(final=True)
-        self.writer.close()
+        (self.writer or self._open(True)).close()
         size = int(self.sink.tell()) if hasattr(self.sink, "tell") else -1
         return size
+
+    def abort(self) -> None:
+        """Close the Parquet writer after a failure (the file is deleted by the caller)."""
+        if self.writer is not None:
+            self.writer.close()
 
 
 def _cast(t: pa.Table, schema: pa.Schema) -> pa.Table:
@@ -359,55 +493,201 @@ def _cast(t: pa.Table, schema: pa.Schema) -> pa.Table:
         raise InvalidInputError(f"cannot convert source data to the column types: {e}") from e
 
 
+class _Stopped(Exception):
+    """The read-ahead was closed while its thread was reading."""
+
+
+class _ReadAhead:
+    """The source batches of output groups, read in order on a thread of its own (the reader's
+    DuckDB query runs while the calling thread computes statistics and encodes Parquet), at
+    most ``depth`` tables ahead of their consumer; reading goes on into the next group while
+    the previous one's file is finished. Progress events (bytes of text taken in) reach the
+    consumer in order, on its thread. :meth:`close` stops the thread and waits for it."""
+
+    def __init__(self, groups: list[list[str]],
+                 read: Callable[[list[list[str]], Callable[[int, int], None]],
+                                Iterator[tuple[int, pa.Table]]],
+                 depth: int = 1) -> None:
+        self.groups = groups
+        self.read = read
+        self.depth = depth
+        self.cond = threading.Condition()
+        self.items: deque[tuple[str, int, Any]] = deque()
+        self.tables = 0
+        self.stopped = False
+        self.next_group = 0
+        self.thread = threading.Thread(target=self._run, name="strata-read", daemon=True)
+        self.thread.start()
+
+    def _put(self, item: tuple[str, int, Any]) -> None:
+        with self.cond:
+            if item[0] == "table":
+                while self.tables >= self.depth and not self.stopped:
+                    self.cond.wait()
+                self.tables += 1
+            if self.stopped:
+                raise _Stopped
+            self.items.append(item)
+            self.cond.notify_all()
+
+    def _run(self) -> None:
+        try:
+            held = [0] * len(self.groups)  # bytes taken in and not yet told, per group
+            current = [0]  # the group being consumed
+            told_at = [time.monotonic()]
+
+            def tell(group: int) -> None:
+                if held[group]:
+                    self._put(("bytes", group, held[group]))
+                    held[group] = 0
+                told_at[0] = time.monotonic()
+
+            def on_bytes(group: int, n: int) -> None:
+                # The next group's bytes wait for its turn; the current one's are told at most
+                # every PROGRESS_EVERY_S (a wake-up of the consumer each).
+                held[group] += n
+                if group == current[0] and time.monotonic() - told_at[0] >= PROGRESS_EVERY_S:
+                    tell(group)
+
+            def advance(to: int) -> None:
+                while current[0] < to:  # the groups before ``to`` are complete
+                    tell(current[0])
+                    self._put(("end", current[0], None))
+                    current[0] += 1
+                if to < len(self.groups):
+                    tell(to)
+
+            for i, t in self.read(self.groups, on_bytes):
+                advance(i)
+                self._put(("table", i, t))
+                del t
+            advance(len(self.groups))
+        except _Stopped:
+            pass
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            with self.cond:
+                self.items.append(("error", -1, e))
+                self.cond.notify_all()
+
+    def group(self, i: int) -> Iterator[tuple[str, Any]]:
+        """Group ``i``'s events, ``("bytes", n)`` and ``("table", t)``, until its end; the
+        groups must be taken in order, each to its end."""
+        assert i == self.next_group, "groups are read in order"
+        while True:
+            with self.cond:
+                while not self.items:
+                    self.cond.wait()
+                kind, g, payload = self.items.popleft()
+                if kind == "table":
+                    self.tables -= 1
+                    self.cond.notify_all()
+            if kind == "error":
+                raise payload
+            assert g == i
+            if kind == "end":
+                self.next_group = i + 1
+                return
+            yield kind, payload
+            del payload
+
+    def close(self) -> None:
+        with self.cond:
+            self.stopped = True
+            self.items.clear()
+            self.cond.notify_all()
+        self.thread.join()
+
+
+def _source_reader(table: Table, partition: Partition | None, fs: Namespace,
+                   memory_limit_bytes: int | None
+                   ) -> Callable[[list[list[str]], Callable[[int, int], None]],
+                                 Iterator[tuple[int, pa.Table]]]:
+    """The read function of a :class:`_ReadAhead`: the Hive-semantics source reader over all
+    the groups, its DuckDB on all CPUs but one (the writing thread's)."""
+    sd = partition.sd if partition is not None else table.sd
+    threads = max(1, (os.cpu_count() or 1) - 1)
+
+    def read(groups: list[list[str]], on_bytes: Callable[[int, int], None]
+             ) -> Iterator[tuple[int, pa.Table]]:
+        return iter_source_groups(groups, sd, table.sd.columns, table.parameters, fs,
+                                  memory_limit_bytes=memory_limit_bytes, threads=threads,
+                                  on_bytes=on_bytes)
+    return read
+
+
+def _events_in_line(table: Table, partition: Partition | None, fs: Namespace,
+                    memory_limit_bytes: int | None, files: list[str]
+                    ) -> Iterator[tuple[str, Any]]:
+    """:meth:`_ReadAhead.group`'s events of one group read on the calling thread, one batch at a
+    time (for sorting: the sort's DuckDB has the memory)."""
+    sd = partition.sd if partition is not None else table.sd
+    told: list[int] = []
+    for _, t in iter_source_groups([files], sd, table.sd.columns, table.parameters, fs,
+                                   memory_limit_bytes=memory_limit_bytes,
+                                   on_bytes=lambda group, n: told.append(n), overlap=False):
+        for n in told:
+            yield "bytes", n
+        told.clear()
+        yield "table", t
+        del t
+    for n in told:
+        yield "bytes", n
+
+
 def _write_group(i: int, files: list[str], *, table: Table, partition: Partition | None,
                  definition: TransformDefinition, fs: Namespace, output_dir: str,
                  schema: pa.Schema, sort_keys: list[str], stats: _PartitionStats,
                  memory_limit_bytes: int | None = None,
-                 pool: ThreadPoolExecutor | None = None,
+                 read_ahead: tuple[_ReadAhead, int] | None = None,
                  on_progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
-    """Write output file ``i``; ``(rows, bytes)`` written. Reading (DuckDB) and writing
-    (statistics, Parquet encoding) overlap: each table is written on ``pool``'s single thread
-    (one of its own when None) while the next one is read, so at most one table waits."""
-    if pool is None:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="strata-write") as own:
+    """Write output file ``i`` from ``files``; ``(rows, bytes)`` written. The files are read
+    ahead on a thread of their own (``read_ahead``: a read-ahead over several groups and the
+    index of this one in it), while the calling thread computes statistics and encodes
+    Parquet."""
+    if read_ahead is None and not sort_keys:
+        own = _ReadAhead([files], _source_reader(table, partition, fs, memory_limit_bytes))
+        try:
             return _write_group(i, files, table=table, partition=partition,
                                 definition=definition, fs=fs, output_dir=output_dir,
                                 schema=schema, sort_keys=sort_keys, stats=stats,
-                                memory_limit_bytes=memory_limit_bytes, pool=own,
+                                memory_limit_bytes=memory_limit_bytes, read_ahead=(own, 0),
                                 on_progress=on_progress)
+        finally:
+            own.close()
+    events = (_events_in_line(table, partition, fs, memory_limit_bytes, files)
+              if read_ahead is None else read_ahead[0].group(read_ahead[1]))
     row_group_bytes = definition.row_group_size
     if memory_limit_bytes is not None:
         row_group_bytes = max(1 << 20, min(row_group_bytes, memory_limit_bytes // 4))
     path = f"{output_dir}/part-{i}.parquet"
-    sd = partition.sd if partition is not None else table.sd
     sink = fs.open_output(path)
     try:
         writer = _FileWriter(sink, schema, definition, stats, row_group_bytes)
         try:
-            on_bytes = None if on_progress is None else (lambda n: on_progress(0, n))
-            tables: Iterator[pa.Table] = (_cast(t, schema) for t in iter_source_batches(
-                files, sd, table.sd.columns, table.parameters, fs,
-                memory_limit_bytes=memory_limit_bytes, on_bytes=on_bytes))
-            if sort_keys:
-                batch_rows = max(1024, int(row_group_bytes / max(1, 64 * len(schema))))
-                tables = _sorted_stream(tables, sort_keys, schema, memory_limit_bytes,
-                                        batch_rows)
-            inflight: Future[None] | None = None
-            try:
-                for t in tables:
-                    if inflight is not None:
-                        inflight.result()
+            def tables() -> Iterator[pa.Table]:
+                for kind, payload in events:
+                    if kind == "bytes":
+                        if on_progress is not None:
+                            on_progress(0, payload)
+                        continue
+                    t = _cast(payload, schema)
+                    del payload
                     if on_progress is not None and not sort_keys:
                         on_progress(t.num_rows, 0)
-                    inflight = pool.submit(writer.add, t)
-                    del t
-            finally:
-                if inflight is not None:
-                    inflight.result()
+                    yield t
+
+            batches: Iterator[pa.Table] = tables()
+            if sort_keys:
+                batch_rows = max(1024, int(row_group_bytes / max(1, 64 * len(schema))))
+                batches = _sorted_stream(batches, sort_keys, schema, memory_limit_bytes,
+                                         batch_rows)
+            for t in batches:
+                writer.add(t)
+                del t
             size = writer.close()
         except BaseException:
             try:
-                writer.writer.close()
+                writer.abort()
             except Exception:  # noqa: BLE001 - the original error matters
                 pass
             raise
@@ -440,7 +720,11 @@ def execute_partition(plan: PartitionPlan, *, table: Table, partition: Partition
     bytes_read = rows_written = bytes_written = 0
     try:
         fs.mkdirs(output_dir)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="strata-write") as pool:
+        # Reading runs on into the next output group, except when sorting: the sort's DuckDB
+        # then has the memory (half the limit) to itself.
+        ahead = None if sort_keys else _ReadAhead(
+            plan.output_files, _source_reader(table, partition, fs, memory_limit_bytes))
+        try:
             for i, files in enumerate(plan.output_files):
                 planned = plan.estimated_bytes[i] if i < len(plan.estimated_bytes) else 0
                 group = [0, 0]  # rows and text bytes read of this output file so far
@@ -462,13 +746,17 @@ def execute_partition(plan: PartitionPlan, *, table: Table, partition: Partition
                 rows, size = _write_group(i, files, table=table, partition=partition,
                                           definition=definition, fs=fs, output_dir=output_dir,
                                           schema=schema, sort_keys=sort_keys, stats=stats,
-                                          memory_limit_bytes=memory_limit_bytes, pool=pool,
+                                          memory_limit_bytes=memory_limit_bytes,
+                                          read_ahead=None if ahead is None else (ahead, i),
                                           on_progress=advance if progress is not None else None)
                 bytes_read += planned
                 rows_written += rows
                 bytes_written += size
                 if progress is not None:
                     progress(bytes_read, rows_written, bytes_written, rows_written)
+        finally:
+            if ahead is not None:
+                ahead.close()
     except BaseException:
         try:
             fs.delete(output_dir, recursive=True)

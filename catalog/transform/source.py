@@ -3,22 +3,43 @@
 :func:`read_source` turns the data files of a table (or partition) into a ``pyarrow.Table`` whose
 columns carry the Hive column types (:func:`hive_to_arrow_type`); :func:`iter_source_batches`
 streams the same rows as tables of many files' lines each (about :func:`batch_bytes_for` bytes of
-text, bounded by the memory limit), :func:`iter_source_tables` one table per file. No row is ever
-handled in Python:
+text, bounded by the memory limit), :func:`iter_source_groups` the batches of several groups of
+files (an executor's output files) through one DuckDB connection, :func:`iter_source_tables` one
+table per file. No row is ever handled in Python:
 
-* UTF-8 text (the default ``serialization.encoding``) is read in blocks (up to 8 files opened and
-  read ahead in a thread pool), cut into pieces of whole lines with every line end made ``\\n``,
-  the BOM and the header/footer lines of each file dropped (all bytes operations in C);
-* pieces of many files form one batch and one DuckDB query types the batch. For
-  LazySimpleSerDe without escapes (``escape.delim`` unset or equal to the delimiter), without
-  ``last.column.takes.rest``, with an ASCII delimiter, that query is DuckDB's ``read_csv`` over
-  the batch written to a temporary file (every column VARCHAR, no quoting or escaping,
-  ``null_padding``, ``strict_mode=false`` for extra fields, ``nullstr`` the NULL format; empty
-  lines, which that reader would skip, are first replaced by a marker that means one empty field;
-  undecodable bytes are replaced first) and the typing SQL below; a batch that holds the marker
-  itself, or that the reader refuses, takes the general route: Arrow splits the lines and one SQL
-  query splits, NULL-maps, unescapes and types them. Both routes give the same rows
-  (tests/unit/test_transform_source_fast.py compares them);
+* UTF-8 text (the default ``serialization.encoding``) is read in blocks (local files in line, a
+  small file in one read; remote ones up to 8 opened and read ahead in a thread pool), cut into
+  pieces of whole lines with every line end made ``\\n``, the BOM and the header/footer lines of
+  each file dropped (all bytes operations in C);
+* pieces of many files form one batch and one DuckDB query types the batch, on a thread of its
+  own while the next batch is read. For LazySimpleSerDe without escapes (``escape.delim`` unset
+  or equal to the delimiter), without ``last.column.takes.rest``, with an ASCII delimiter, that
+  query is DuckDB's ``read_csv`` over the batch written to a temporary file (no quoting or
+  escaping, ``null_padding``, ``strict_mode=false`` for extra fields; undecodable bytes are
+  replaced first), by one of two routes:
+
+  - the **typed route**: DuckDB parses integer, decimal, date and boolean columns itself (the
+    other columns VARCHAR with the typing SQL below; ``nullstr`` the NULL format and ``''``).
+    DuckDB's reader is more lenient than Hive (it trims blanks, takes ``+5``, ``1e5``, ``0x1F``,
+    ``1_000``, rounds ``7.9`` to 8 in an integer column, takes ``t``/``1`` as true, ``2024-1-5``
+    ...), so a batch takes this route only when one RE2 pattern over the whole batch (a single
+    linear pass in C) shows that every field of such a column is the NULL format, empty, or of
+    a shape DuckDB reads exactly as Hive does: ``-?[0-9]+`` for integers,
+    ``-?[0-9]*(\\.[0-9]*)?`` for decimals (rounded half-up by both), ``yyyy-MM-dd`` for dates,
+    ``true``/``false`` in any case for booleans; that no string, char, varchar or binary field
+    is empty (the route reads ``''`` as NULL, Hive as ``''``; unless the NULL format is ``''``);
+    and that no line is empty (DuckDB would skip it). Missing trailing fields (NULL) and extra
+    ones are allowed; a delimiter that is a letter, a digit, ``-`` or ``.`` (a character of
+    those shapes) keeps the VARCHAR route. A field of such a shape that Hive reads as NULL
+    (out of range, too many integer digits, an impossible date) makes DuckDB fail: the batch
+    then takes
+  - the **VARCHAR route**: every column VARCHAR (``nullstr`` the NULL format) and the typing SQL
+    below; empty lines are first replaced by a marker that means one empty field.
+
+  A batch that holds that marker itself, or that DuckDB refuses, takes the general route: Arrow
+  splits the lines and one SQL query splits, NULL-maps, unescapes and types them. All routes
+  give the same rows (tests/unit/test_transform_source_fast.py compares them shape by shape and
+  field value by field value, every divergence above included);
 * other encodings are decoded per file with Python's incremental decoder, one query per file.
 
 Serdes
@@ -95,14 +116,16 @@ from __future__ import annotations
 import bz2
 import codecs
 import gzip
+import io
 import os
 import re
 import shutil
+import stat
 import struct
 import tempfile
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from typing import IO, Any
@@ -237,6 +260,8 @@ def arrow_schema(columns: list[Column]) -> pa.Schema:
 def _local_path(uri: str) -> str | None:
     if uri.startswith("/"):
         return uri
+    if uri.startswith("file:///") and not any(ch in uri for ch in "?#\t\r\n"):
+        return unquote(uri[7:])  # what urlsplit gives such a URI, without its cost
     parts = urlsplit(uri)
     if parts.scheme == "file":
         return unquote(parts.path)
@@ -685,6 +710,34 @@ def _read_block(stream: Any, uri: str, n: int) -> bytes:
     return block
 
 
+class _SizedReader:
+    """A local file read in blocks no larger than what is left of it (plus one byte, to see
+    growth): a small file costs one small read, and a regular file's short read is its end,
+    so the read that would only find the end is not made. A file that grew is read on as
+    any stream."""
+
+    def __init__(self, f: io.BufferedReader) -> None:
+        self.f = f
+        st = os.fstat(f.fileno())
+        self.left = st.st_size if stat.S_ISREG(st.st_mode) else -1
+        self.eof = False
+
+    def read(self, n: int) -> bytes:
+        if self.eof:
+            return b""
+        if self.left < 0:
+            return self.f.read(n)
+        want = min(n, self.left + 1)
+        block = self.f.read(want)
+        if len(block) < want:
+            self.eof = True
+        elif len(block) > self.left:
+            self.left = -1  # it grew: size unknown
+        else:
+            self.left -= len(block)
+        return block
+
+
 class _OpenFile:
     """A source file opened (decompressing) and its first block read, off the calling thread."""
 
@@ -696,6 +749,8 @@ class _OpenFile:
             self.stream: Any = _decompressed(uri, raw)
             if self.stream is not raw and hasattr(self.stream, "close"):
                 self.stack.callback(self.stream.close)
+            if self.stream is raw and isinstance(raw, io.BufferedReader):
+                self.stream = _SizedReader(raw)
             self.first = _read_block(self.stream, uri, block_bytes)
         except BaseException:
             self.stack.close()
@@ -706,11 +761,13 @@ class _OpenFile:
 
 
 def _opened(files: list[str], fs: Namespace | None, block_bytes: int,
-            ahead: int) -> Iterator[_OpenFile]:
+            ahead: int) -> Generator[_OpenFile, None, None]:
     """``files`` opened in order, up to ``ahead`` of them being opened and read in a thread pool
-    (remote storages answer slowly, local small files cost their system calls). The caller closes
+    when any is remote (remote storages answer slowly); local files in line. The caller closes
     each; the ones not handed out are closed here."""
-    if ahead <= 1 or len(files) <= 1:
+    if ahead <= 1 or len(files) <= 1 or all(_local_path(uri) is not None for uri in files):
+        # Local files (read from the page cache in microseconds) are opened in line: a thread
+        # per file costs more CPU than it hides.
         for uri in files:
             yield _OpenFile(uri, fs, block_bytes)
         return
@@ -797,7 +854,12 @@ class _BatchReader:
         self.slow_sql = (_lazy_simple_sql(columns, params) if kind == "lazy"
                          else _open_csv_sql(columns, params))
         self.fast_sql = self._fast_sql(params) if self.fast is not None else ""
+        typed = _typed_columns(columns, *self.fast) if self.fast is not None else None
+        self.typed_sql, self.typed_check = (self._typed_sql(typed) if typed is not None
+                                            else ("", ""))
         self.seq = 0
+        #: Batches read by each route, and typed queries DuckDB refused (the tests look at it).
+        self.routes = {"typed": 0, "refused": 0, "varchar": 0, "lines": 0}
 
     def _fast_sql(self, params: dict[str, str]) -> str:
         assert self.fast is not None
@@ -817,51 +879,170 @@ class _BatchReader:
             selects.append(f"{_typed(f, f, col.type, col.name)} AS {names[i]}")
         return f"SELECT {', '.join(selects)} FROM read_csv(?, {self.csv_options})"
 
+    def _typed_sql(self, typed: list[tuple[str, str, str] | None]) -> tuple[str, str]:
+        """The typed query and the whole-batch check (an RE2 pattern) that allows it."""
+        assert self.fast is not None
+        delim, null_format = self.fast
+        names = [f"c{i}" for i in range(len(self.columns))]
+        spec = ", ".join(f"'{n}': '{t[0] if t else 'VARCHAR'}'" for n, t in zip(names, typed))
+        nulls = ", ".join(_sql_str(x) for x in dict.fromkeys([null_format, ""]))
+        options = (f"auto_detect=false, header=false, columns={{{spec}}}, "
+                   f"delim={_sql_str(delim)}, quote='', escape='', new_line='\\n', "
+                   f"null_padding=true, strict_mode=false, nullstr=[{nulls}]")
+        selects = []
+        for i, col in enumerate(self.columns):
+            f = names[i]
+            if typed[i] is None:
+                if i == 0:  # an empty line (the first column is a VARCHAR one here)
+                    empty = "NULL" if null_format == "" else "''"
+                    f = f"(CASE WHEN c0 = '{_EMPTY_LINE}' THEN {empty} ELSE c0 END)"
+                f = _typed(f, f, col.type, col.name)
+            selects.append(f"{f} AS {names[i]}")
+        sql = f"SELECT {', '.join(selects)} FROM read_csv(?, {options})"
+        return sql, _batch_pattern(typed, self.columns, delim, null_format)
+
     def tables(self, pieces: list[bytes]) -> pa.Table:
         """The rows of ``pieces`` (normalized whole lines, in order), typed by the schema."""
         if self.fast is not None:
             got = self._fast(pieces)
             if got is not None:
                 return got
+        self.routes["lines"] += 1
         return _text_table(self.con, pa.chunked_array([_lines_of(pieces)], pa.large_string()),
                            self.slow_sql, self.schema)
 
     def _fast(self, pieces: list[bytes]) -> pa.Table | None:
-        if any(_EMPTY_LINE_B in p for p in pieces):
-            return None  # the text holds the empty-line marker itself
-        fixed = [_decoded_utf8(p) for p in pieces]
-        data = b"".join(_marked_empty(p) for p in fixed)
-        if not data:
-            return None
-        if data.startswith(_BOM):
-            return None  # DuckDB would drop it, Hive keeps a second BOM
+        data = b"".join(pieces)  # pieces end at line ends: the same lines, the same checks
+        if not data or data.startswith(_BOM):
+            return None  # nothing, or a BOM DuckDB would drop (Hive keeps a second BOM)
+        # No line is longer than the longest piece (a replaced byte becomes three); DuckDB's
+        # buffer is that (or its 2 MiB default line bound), not its 16-line-bounds default,
+        # to stay within the budget.
+        longest = max(len(p) for p in pieces)
+        if not _utf8_valid(data):
+            data = _decoded_utf8(data)
+            longest *= 3
+        longest = max(_MIN_LINE, longest + 1)
+        got = None
+        if self.typed_check and _matches(data, self.typed_check):  # no empty line either
+            got = self._query(self.typed_sql, data, longest)
+            self.routes["typed" if got is not None else "refused"] += 1
+        if got is None:
+            if _EMPTY_LINE_B in data:
+                return None  # the text holds the empty-line marker itself
+            got = self._query(self.fast_sql, _marked_empty(data), longest)
+            if got is None:
+                return None  # whatever DuckDB's reader refuses, the line layer below reads
+            self.routes["varchar"] += 1
+        got = got.rename_columns([f.name for f in self.schema])
+        return got.cast(self.schema)
+
+    def _query(self, sql: str, data: bytes, longest: int) -> pa.Table | None:
+        """``sql`` over ``data`` written to a temporary file; None when DuckDB refuses it."""
         self.seq += 1
         path = os.path.join(self.tmpdir, f"batch-{self.seq}.txt")
         try:
             with open(path, "wb") as out:
                 out.write(data)
-            del data
-            # No line is longer than the longest piece; DuckDB's buffer is that (or its 2 MiB
-            # default line bound), not its 16-line-bounds default, to stay within the budget.
-            longest = max(_MIN_LINE, max(len(p) for p in fixed) + 1)
+            source = (f"read_csv({_sql_str(path)}, max_line_size={longest}, "
+                      f"buffer_size={longest}, ")
             try:
-                got = self.con.execute(
-                    self.fast_sql.replace("read_csv(?, ", f"read_csv({_sql_str(path)}, "
-                                          f"max_line_size={longest}, buffer_size={longest}, ", 1)
-                ).arrow().read_all()
+                return self.con.execute(sql.replace("read_csv(?, ", source, 1)).arrow().read_all()
             except duckdb.Error:
-                return None  # whatever DuckDB's reader refuses, the line layer below reads
+                return None  # e.g. a number out of range (typed) or a line DuckDB cannot split
         finally:
             try:
                 os.unlink(path)
             except OSError:
                 pass
-        got = got.rename_columns([f.name for f in self.schema])
-        return got.cast(self.schema)
 
 
 #: Smallest ``max_line_size`` handed to DuckDB's reader (its default).
 _MIN_LINE = 2 << 20
+
+#: A field of each type that DuckDB's typed reader may read (RE2), and the same without the
+#: empty field: for these, DuckDB either reads Hive's value or fails (the batch then takes the
+#: VARCHAR route). Anything else in a typed column (blanks, ``+``, exponents, a fraction in
+#: an integer column, hex, ``_``, ...) makes the whole batch take the VARCHAR route.
+_INT_FIELD = "-?[0-9]+"
+_DECIMAL_FIELD = "-?[0-9]*(?:\\.[0-9]*)?"
+_DECIMAL_NONEMPTY = "-?[0-9]+(?:\\.[0-9]*)?|-?\\.[0-9]+"
+_DATE_FIELD = "[0-9]{4}-[0-9]{2}-[0-9]{2}"
+_BOOLEAN_FIELD = "[tT][rR][uU][eE]|[fF][aA][lL][sS][eE]"
+#: Columns whose empty field is not NULL (string-like, binary): a VARCHAR column of the typed
+#: route must be non-empty, as that route reads an empty field as NULL.
+_EMPTY_KEEPS = ("string", "varchar", "char", "binary")
+
+
+def _typed_column(hive_type: str) -> tuple[str, str, str] | None:
+    """``(DuckDB type, RE2 field pattern, the pattern without the empty field)`` when DuckDB's
+    typed CSV reader reads the fields that match the pattern exactly as Hive does, or refuses
+    them; None for a VARCHAR column."""
+    t = hive_type.strip().lower()
+    base = _base_name(t)
+    if t in _INT_SQL:
+        return _INT_SQL[t], _INT_FIELD, _INT_FIELD
+    if base in ("decimal", "numeric"):
+        p, s = _decimal_ps(t.replace("numeric", "decimal", 1))
+        return f"DECIMAL({p},{s})", _DECIMAL_FIELD, _DECIMAL_NONEMPTY
+    if t == "date":
+        return "DATE", _DATE_FIELD, _DATE_FIELD
+    if t == "boolean":
+        return "BOOLEAN", _BOOLEAN_FIELD, _BOOLEAN_FIELD
+    return None
+
+
+def _typed_columns(columns: list[Column], delim: str,
+                   null_format: str) -> list[tuple[str, str, str] | None] | None:
+    """Per column its typed reading (:func:`_typed_column`), or None when no column has one
+    (the typed route would win nothing) or the delimiter is a character the typed fields'
+    patterns hold (then the batch check could split a line elsewhere than Hive)."""
+    if delim.isascii() and (delim.isalnum() or delim in "-."):
+        return None
+    typed = [_typed_column(c.type) for c in columns]
+    return typed if any(t is not None for t in typed) else None
+
+
+def _re_literal(s: str) -> str:
+    return "".join(_re_char(ch) for ch in s)
+
+
+def _batch_pattern(typed: list[tuple[str, str, str] | None], columns: list[Column],
+                   delim: str, null_format: str) -> str:
+    """RE2 pattern that a whole batch of ``\\n``-terminated lines matches exactly when no line
+    is empty (DuckDB's reader would skip it), every field of a typed column is the NULL format,
+    empty (NULL) or of its type's pattern, and every field of a VARCHAR column whose empty field
+    is ``''`` is not empty. Missing trailing fields (NULL) and extra ones (ignored) are
+    allowed."""
+    d = _re_char(delim)
+    null = _re_literal(null_format) + "|" if null_format else ""
+    fields: list[tuple[str, str | None]] = []  # (field, the field when not empty; None: never)
+    for t, col in zip(typed, columns):
+        if t is not None:
+            fields.append((f"(?:{null}{t[1]})?", f"(?:{null}{t[2]})"))
+        elif null_format != "" and _base_name(col.type.strip().lower()) in _EMPTY_KEEPS:
+            fields.append((f"[^{d}\\n]+", None))
+        else:
+            fields.append((f"[^{d}\\n]*", f"[^{d}\\n]+"))
+    tail = "[^\\n]*"  # extra fields
+    for f, _ in reversed(fields[1:]):
+        tail = f"{f}(?:{d}{tail})?"
+    first, first_nonempty = fields[0]
+    if first_nonempty is None:  # never empty
+        line = f"{first}(?:{d}{tail})?"
+    else:  # not empty, or empty and followed by more fields
+        line = f"(?:{first_nonempty}(?:{d}{tail})?|{d}{tail})"
+    return f"\\A(?:{line}\\n)*\\z"
+
+
+def _matches(data: bytes, pattern: str) -> bool:
+    """Whether UTF-8 ``data`` (as one string, no copy) matches the RE2 ``pattern``."""
+    offsets = pa.py_buffer(struct.pack("<qq", 0, len(data)))
+    arr = pa.Array.from_buffers(pa.large_string(), 1, [None, offsets, pa.py_buffer(data)])
+    try:
+        return bool(pc.match_substring_regex(arr, pattern)[0].as_py())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False  # e.g. a pattern past RE2's size limit (a very wide table)
 
 
 def _marked_empty(piece: bytes) -> bytes:
@@ -875,10 +1056,11 @@ def _marked_empty(piece: bytes) -> bytes:
 
 
 def batch_bytes_for(memory_limit_bytes: int | None) -> int:
-    """Text bytes per batch: a sixteenth of the memory limit, within 1 MiB and 64 MiB."""
+    """Text bytes per batch: a thirty-second of the memory limit (two batches are held at once,
+    one typed while the next is read), within 1 MiB and 64 MiB."""
     if memory_limit_bytes is None:
         return _BATCH_BYTES
-    return max(1 << 20, min(_BATCH_BYTES, memory_limit_bytes // 16))
+    return max(1 << 20, min(_BATCH_BYTES, memory_limit_bytes // 32))
 
 
 #: Text bytes per batch without a memory limit.
@@ -913,13 +1095,32 @@ def iter_source_batches(files: list[str], sd: StorageDescriptor, columns: list[C
     Serde properties are the descriptor's serde parameters overridden by the table parameters,
     as Hive builds a serde's properties (``TBLPROPERTIES ('serialization.null.format'='')``
     is how Spark DDL sets a NULL format)."""
+    tell = None if on_bytes is None else (lambda group, n: on_bytes(n))
+    for _, t in iter_source_groups([files], sd, columns, table_parameters, fs,
+                                   memory_limit_bytes=memory_limit_bytes, threads=threads,
+                                   on_bytes=tell, overlap=False):
+        yield t
+
+
+def iter_source_groups(groups: list[list[str]], sd: StorageDescriptor, columns: list[Column],
+                       table_parameters: dict[str, str], fs: Namespace | None = None, *,
+                       memory_limit_bytes: int | None = None,
+                       threads: int | None = None,
+                       on_bytes: Callable[[int, int], None] | None = None,
+                       overlap: bool = True) -> Iterator[tuple[int, pa.Table]]:
+    """:func:`iter_source_batches` of several groups of files at once, in order, as
+    ``(group index, table)`` (a batch never holds two groups' lines; a group without lines
+    yields nothing); ``on_bytes(group, n)``. One DuckDB connection serves all the groups, and
+    (``overlap``) a batch is typed on a thread of its own while the next one (of the same group
+    or the next) is read; without, one batch at a time (less memory)."""
     kind = _serde_kind(sd)
     if not columns:
         raise InvalidInputError("no columns to read")
     schema = _source_schema(kind, columns)
     if kind in ("parquet", "orc"):
-        for uri in files:
-            yield _parquet_table(uri, fs, columns, schema, kind)
+        for i, files in enumerate(groups):
+            for uri in files:
+                yield i, _parquet_table(uri, fs, columns, schema, kind)
         return
     params = serde_properties(sd, table_parameters)
     header = _skip_count(table_parameters, "skip.header.line.count")
@@ -937,28 +1138,53 @@ def iter_source_batches(files: list[str], sd: StorageDescriptor, columns: list[C
                          threads, tmpdir)
         reader = _BatchReader(kind, columns, params, schema, con, tmpdir)
         if codec.name != "utf-8":  # other encodings: decoded whole-file, one query per file
-            for uri in files:
-                lines = _skip(_file_lines(uri, fs, encoding), header, footer)
-                yield _text_table(con, lines, reader.slow_sql, schema)
+            for i, files in enumerate(groups):
+                for uri in files:
+                    lines = _skip(_file_lines(uri, fs, encoding), header, footer)
+                    yield i, _text_table(con, lines, reader.slow_sql, schema)
             return
-        pending: list[bytes] = []
-        size = 0
         block = max(64 << 10, batch // 4)
-        for opened in _opened(files, fs, block, ahead=8):
+        # One batch is typed (DuckDB) on a thread of its own while the next one is read.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="strata-parse") as pool:
+            inflight: tuple[int, Future[pa.Table]] | None = None
+
+            def submit(i: int, pieces: list[bytes]) -> Iterator[tuple[int, pa.Table]]:
+                nonlocal inflight
+                if not overlap:
+                    yield i, reader.tables(pieces)
+                    return
+                done = None if inflight is None else (inflight[0], inflight[1].result())
+                inflight = (i, pool.submit(reader.tables, pieces))
+                if done is not None:
+                    yield done
+
+            all_files = [uri for files in groups for uri in files]
+            opened_files = _opened(all_files, fs, block, ahead=8)
             try:
-                for piece in _pieces(opened.first, opened.stream, opened.uri, header, footer,
-                                     block):
-                    pending.append(piece)
-                    size += len(piece)
-                    if on_bytes is not None:
-                        on_bytes(len(piece))
-                    if size >= batch:
-                        yield reader.tables(pending)
-                        pending, size = [], 0
+                for i, files in enumerate(groups):
+                    pending: list[bytes] = []
+                    size = 0
+                    for _ in files:
+                        opened = next(opened_files)
+                        try:
+                            for piece in _pieces(opened.first, opened.stream, opened.uri,
+                                                 header, footer, block):
+                                pending.append(piece)
+                                size += len(piece)
+                                if on_bytes is not None:
+                                    on_bytes(i, len(piece))
+                                if size >= batch:
+                                    yield from submit(i, pending)
+                                    pending, size = [], 0
+                        finally:
+                            opened.close()
+                    if pending:
+                        yield from submit(i, pending)
+                if inflight is not None:
+                    last, inflight = inflight, None
+                    yield last[0], last[1].result()
             finally:
-                opened.close()
-        if pending:
-            yield reader.tables(pending)
+                opened_files.close()
     finally:
         con.close()
         shutil.rmtree(tmpdir, ignore_errors=True)
@@ -1001,5 +1227,5 @@ def read_source(files: list[str], sd: StorageDescriptor, columns: list[Column],
 
 
 __all__ = ["hive_to_arrow_type", "arrow_schema", "read_source", "iter_source_tables",
-           "iter_source_batches", "batch_bytes_for", "configure_duckdb",
+           "iter_source_batches", "iter_source_groups", "batch_bytes_for", "configure_duckdb",
            "LAZY_SIMPLE_SERDE", "OPEN_CSV_SERDE", "PARQUET_SERDE"]

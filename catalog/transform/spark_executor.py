@@ -118,9 +118,10 @@ CANCEL_WAIT_S = 60.0
 
 def _distinct_estimate(s: _ColumnStats) -> int:
     """What ``s`` contributes to a summed (inexact) distinct count."""
+    values = s.distinct_values()
     if not s.exact:
         return s.dv_estimate
-    return len(s.uniques) if s.uniques is not None else 0
+    return len(values) if values is not None else 0
 
 
 def _pick(a: Any, b: Any, fn: Callable[[Any, Any], Any]) -> Any:
@@ -133,18 +134,19 @@ def _pick(a: Any, b: Any, fn: Callable[[Any, Any], Any]) -> Any:
 
 def merge_column_stats(a: _ColumnStats, b: _ColumnStats) -> _ColumnStats:
     """The statistics of one column over the rows of ``a`` and ``b``: counts summed, bounds and
-    lengths combined; distinct values unioned exactly while the union fits
-    :data:`~catalog.transform.executor.DISTINCT_CAP`, else the per-part distinct counts summed
-    (the rule of ``_ColumnStats._add_distinct``)."""
+    lengths combined; distinct values (each side's pending chunks merged first) unioned
+    exactly while the union fits :data:`~catalog.transform.executor.DISTINCT_CAP`, else the
+    per-part distinct counts summed (the rule of ``_ColumnStats._add_distinct``)."""
     out = _ColumnStats(
         a.column, a.kind, a.arrow_type, rows=a.rows + b.rows, nulls=a.nulls + b.nulls,
         low=_pick(a.low, b.low, min), high=_pick(a.high, b.high, max), trues=a.trues + b.trues,
         len_sum=a.len_sum + b.len_sum, len_max=max(a.len_max, b.len_max))
+    a_values, b_values = a.distinct_values(), b.distinct_values()  # (pending chunks merged)
     if a.exact and b.exact:
-        if a.uniques is None or b.uniques is None:
-            uniques = a.uniques if b.uniques is None else b.uniques
+        if a_values is None or b_values is None:
+            uniques = a_values if b_values is None else b_values
         else:
-            uniques = pc.unique(pa.concat_arrays([a.uniques, b.uniques]))
+            uniques = pc.unique(pa.concat_arrays([a_values, b_values]))
         if uniques is not None and len(uniques) > _executor.DISTINCT_CAP:
             out.exact, out.dv_estimate, out.uniques = False, len(uniques), None
         else:

@@ -5,7 +5,7 @@ The child process measures its peaks with ``VmHWM`` (unlike ``ru_maxrss`` it is 
 from the parent over ``exec``). Its baseline is the peak after importing everything and
 transforming a tiny partition (interpreter, pyarrow, DuckDB, their allocators). The bound is
 ``baseline + limit + OVERHEAD``: what the executor holds is sized from the limit (DuckDB a
-quarter, half while sorting; a text batch a sixteenth and its few copies; the row-group buffer
+quarter, half while sorting; a text batch a thirty-second and its few copies; the row-group buffer
 a quarter; one table in flight to the writer thread), and ``OVERHEAD`` is what a run at full
 speed adds whatever the limit and the input size: DuckDB's and Arrow's allocator arenas and
 caches, the reader and writer threads (measured on this machine: ~110 MiB over the baseline at
