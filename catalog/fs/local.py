@@ -129,11 +129,3 @@ class AtomicOutput(WriteOnlyStream):
         except OSError:
             pass
 
-    def __enter__(self) -> AtomicOutput:
-        return self
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()

@@ -18,7 +18,7 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Self
 from urllib.parse import urlsplit
 
 import pyarrow as pa
@@ -113,7 +113,23 @@ def is_within(uri: str, root: str) -> bool:
 
 
 class WriteOnlyStream:
-    """The fixed answers of a binary output stream: writable, neither readable nor seekable."""
+    """The fixed answers of a binary output stream (writable, neither readable nor seekable) and
+    its ``with`` protocol: a clean exit closes (the file becomes visible), an exception aborts."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
     def writable(self) -> bool:
         return True

@@ -221,11 +221,3 @@ class FileWriter(WriteOnlyStream):
             except Exception:  # noqa: BLE001 - cleaning up after a failure already raised
                 pass
 
-    def __enter__(self) -> FileWriter:
-        return self
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
