@@ -72,6 +72,10 @@ class GatewayMetrics:
             "strata_s3_request_duration_seconds",
             "S3 gateway request latency, first byte in to last byte out, by operation",
             ["operation"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.sendfile_bytes = Counter(
+            "strata_s3_sendfile_bytes",
+            "GetObject body bytes sent from cached block files with sendfile (zero-copy)",
+            registry=registry)
 
     def observe(self, operation: str, status: int, seconds: float) -> None:
         """Count one finished request (the gateway's hook)."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import uvicorn
 
+from api.asgi_server import server_config
 from api.rest.app import create_app, resolve_api_token
 from api.thrift.server import ThriftServer
 from catalog.config import Settings
@@ -42,9 +43,7 @@ class StrataServer:
 
             gateway = create_s3_app(self.service.fs, settings,
                                     spool_dir=settings.data_dir / "s3-spool")
-            self.s3 = uvicorn.Server(uvicorn.Config(
-                gateway, host=settings.host, port=settings.s3_port, log_level="warning",
-                access_log=False, lifespan="off"))
+            self.s3 = uvicorn.Server(server_config(gateway, settings.host, settings.s3_port))
 
     def _thrift_listener(self, port: int, view: ClientView) -> ThriftServer:
         s = self.settings

@@ -30,7 +30,9 @@ Operations:
   parts' MD5s + ``-N``; ``InvalidPart``, ``InvalidPartOrder``, ``EntityTooSmall`` for non-last
   parts under 5 MiB; whitespace keeps the connection alive while the object is written, errors
   after that are an ``<Error>`` in the 200 body, as S3 does), AbortMultipartUpload, ListParts,
-  ListMultipartUploads (no markers: the first 1,000). UploadPartCopy is ``NotImplemented``.
+  UploadPartCopy (``x-amz-copy-source-range``, the copy-source conditions, whitespace
+  keep-alive), ListMultipartUploads (prefix, delimiter, key and upload-id markers,
+  max-uploads, ``encoding-type=url``).
 * Bodies: plain (``x-amz-content-sha256`` verified: ``XAmzContentSHA256Mismatch``; or
   ``UNSIGNED-PAYLOAD``) and ``aws-chunked``: ``STREAMING-AWS4-HMAC-SHA256-PAYLOAD`` (every chunk
   signature verified), ``STREAMING-UNSIGNED-PAYLOAD-TRAILER`` and

@@ -8,6 +8,7 @@ import email.utils
 import functools
 import hashlib
 import logging
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -21,14 +22,18 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
+from api.asgi_server import ZERO_COPY
 from api.metrics import GATEWAY, UNROUTED
 from api.s3.auth import Auth, Credentials, Verifier, query_pairs
 from api.s3.body import Body
 from api.s3.errors import S3Error, from_catalog
 from api.s3.objects import (
     MAX_PARTS,
+    ChunkReader,
     ObjectInfo,
     ObjectStore,
+    Part,
+    RangeReader,
     Upload,
     check_bucket,
     check_key,
@@ -37,6 +42,7 @@ from api.s3.objects import (
     etag_matches,
 )
 from api.s3.xmldoc import child_text, children, document, element, iso, parse, text
+from catalog.cache.model import BlockSegment
 from catalog.exceptions import CatalogError
 from catalog.fs.namespace import Namespace
 
@@ -98,6 +104,48 @@ def _operation(name: str, **variants: str) -> Callable[[Handler], Handler]:
 
 async def _run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await run_in_threadpool(fn, *args, **kwargs)
+
+
+class ObjectBody(StreamingResponse):
+    """A GetObject body streamed from :meth:`ObjectStore.open_range` with ``segments``: a cached
+    block's range goes as one zero-copy send (``sendfile``) where the server offers ASGI's
+    ``http.response.zerocopysend`` (:mod:`api.asgi_server`), as its bytes elsewhere; other
+    chunks as they come. Each next chunk is taken in a worker thread (a cold block is fetched
+    there) once the previous one is sent, so a segment's file stays open while it is sent."""
+
+    def __init__(self, reader: ChunkReader | RangeReader, *, status_code: int,
+                 headers: Mapping[str, str]) -> None:
+        super().__init__(iter(()), status_code=status_code, headers=headers)
+        self._reader = reader
+        self._zero_copy = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._zero_copy = ZERO_COPY in (scope.get("extensions") or {})
+        await super().__call__(scope, receive, send)
+
+    async def stream_response(self, send: Send) -> None:
+        reader = self._reader
+        items = reader.items() if isinstance(reader, ChunkReader) else iter(reader)
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        try:
+            while True:
+                item = await run_in_threadpool(next, items, None)
+                if item is None:
+                    break
+                if not isinstance(item, BlockSegment):
+                    await send({"type": "http.response.body", "body": item, "more_body": True})
+                elif self._zero_copy:
+                    GATEWAY.sendfile_bytes.inc(item.count)
+                    with os.fdopen(os.dup(item.fd), "rb") as f:
+                        await send({"type": ZERO_COPY, "file": f, "offset": item.offset,
+                                    "count": item.count, "more_body": True})
+                else:
+                    data = await run_in_threadpool(item.read)
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
+        finally:
+            await run_in_threadpool(reader.close)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _http_date(mtime_ns: int) -> str:
@@ -499,9 +547,10 @@ class S3Gateway:
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.size}"
         if head:
             return Response(status_code=status, headers=headers)
-        reader = self.store.open_range(c.bucket, info, start, end)
         if end - start > WHOLE_BODY_BYTES:
-            return StreamingResponse(iter(reader), status_code=status, headers=headers)
+            reader = self.store.open_range(c.bucket, info, start, end, segments=True)
+            return ObjectBody(reader, status_code=status, headers=headers)
+        reader = self.store.open_range(c.bucket, info, start, end)
         try:
             body = b"".join(reader)
         finally:
@@ -683,13 +732,96 @@ class S3Gateway:
             raise S3Error("InvalidArgument", f"part number must be an integer between 1 and "
                                              f"{MAX_PARTS}, inclusive")
         if "x-amz-copy-source" in c.headers:
-            raise S3Error("NotImplemented", "UploadPartCopy is not implemented")
+            return await self.upload_part_copy(c, number=number)
+        if "x-amz-copy-source-range" in c.headers:
+            raise S3Error("InvalidArgument", "x-amz-copy-source-range is only allowed with "
+                                             "x-amz-copy-source")
         upload = await self._upload(c)
         body = self._body(c, min(MAX_PART_BYTES, self.max_object_bytes))
         writer = await _run(self.store.part_writer, upload, number)
         await self._receive(body, writer.write, writer.abort)
         etag = await _run(writer.commit, body.md5.hexdigest())
         return Response(status_code=200, headers={"ETag": etag, **body.checksum_headers()})
+
+    @_operation("UploadPartCopy")
+    async def upload_part_copy(self, c: Call, *, number: int) -> Response:
+        """UploadPartCopy: part ``number`` from ``x-amz-copy-source`` (an object, not a folder),
+        all of it or ``x-amz-copy-source-range``, if the ``x-amz-copy-source-if-*`` conditions
+        hold (else PreconditionFailed). A copy still running after :data:`KEEPALIVE_S` answers
+        200 at once and keeps the connection alive with whitespace; an error after that is an
+        ``<Error>`` in the 200 body, as S3 does (clients check for it)."""
+        assert c.bucket is not None
+        src_bucket, src_key = self._copy_source(c.headers["x-amz-copy-source"])
+        upload = await self._upload(c)
+        if src_key.endswith("/"):
+            raise S3Error("InvalidArgument", "the copy source names a folder: a part is copied "
+                                             "from an object")
+        src = await _run(self.store.head, src_bucket, src_key)
+        conditions = {k[len("x-amz-copy-source-"):]: v for k, v in c.headers.items()
+                      if k.startswith("x-amz-copy-source-if-")}
+        if check_conditions(conditions, src):
+            raise S3Error("PreconditionFailed", "At least one of the pre-conditions you "
+                                                "specified did not hold")
+        start, end = self._copy_source_range(c.headers.get("x-amz-copy-source-range"), src.size)
+        if end - start > min(MAX_PART_BYTES, self.max_object_bytes):
+            raise S3Error("EntityTooLarge", "the part exceeds the maximum allowed part size")
+        task = asyncio.ensure_future(_run(self.store.copy_part, upload, number, src_bucket, src,
+                                          start, end))
+        # A client gone before the end leaves the copy to finish: its outcome is then unread.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        done, _ = await asyncio.wait({task}, timeout=KEEPALIVE_S)
+        if done:
+            return _xml(self._copy_part_result(task.result()))
+        return StreamingResponse(self._copy_part_stream(task, f"/{c.bucket}/{c.key}"),
+                                 media_type="application/xml")
+
+    @staticmethod
+    def _copy_source_range(value: str | None, size: int) -> tuple[int, int]:
+        """``[start, end)`` of an ``x-amz-copy-source-range: bytes=first-last`` (inclusive
+        offsets) over a source of ``size`` bytes, the whole source without one. As S3:
+        InvalidArgument for any other form (``first > last`` included) and for a range that
+        does not lie within the source."""
+        if value is None:
+            return 0, size
+        spec = value.strip()
+        first, sep, last = spec[len("bytes="):].partition("-")
+        if not (spec.startswith("bytes=") and sep and first.isascii() and first.isdigit()
+                and last.isascii() and last.isdigit() and int(first) <= int(last)):
+            raise S3Error("InvalidArgument", "The x-amz-copy-source-range value must be of the "
+                          "form bytes=first-last where first and last are the zero-based "
+                          "offsets of the first and last bytes to copy")
+        if int(last) >= size:
+            raise S3Error("InvalidArgument", "Range specified is not valid for source object "
+                                             f"of size: {size}")
+        return int(first), int(last) + 1
+
+    @staticmethod
+    def _copy_part_result(part: Part) -> bytes:
+        return document("CopyPartResult", [element("LastModified", iso(part.mtime_ns)),
+                                           element("ETag", text(part.etag))])
+
+    async def _copy_part_stream(self, task: asyncio.Future[Part], resource: str
+                                ) -> AsyncIterator[bytes]:
+        yield b'<?xml version="1.0" encoding="UTF-8"?>\n'
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=KEEPALIVE_S)
+            if done:
+                break
+            yield b" "
+        try:
+            part = task.result()
+        except S3Error as e:
+            yield self._inline_error(e, resource)
+            return
+        except CatalogError as e:
+            yield self._inline_error(from_catalog(e), resource)
+            return
+        except Exception:  # noqa: BLE001 - never a traceback to the client
+            log.exception("S3 gateway: copying a part into %s failed", resource)
+            yield self._inline_error(S3Error("InternalError", "we encountered an internal "
+                                             "error; please try again"), resource)
+            return
+        yield self._copy_part_result(part).split(b"\n", 1)[1]
 
     @_operation("CompleteMultipartUpload")
     async def complete_upload(self, c: Call) -> Response:
@@ -770,16 +902,44 @@ class S3Gateway:
 
     @_operation("ListMultipartUploads")
     async def list_uploads(self, c: Call) -> Response:
+        """ListMultipartUploads: prefix, delimiter (CommonPrefixes), key-marker and
+        upload-id-marker (ignored without key-marker), max-uploads (default and cap 1,000),
+        encoding-type=url; by key, then initiation time (:meth:`ObjectStore.list_uploads`)."""
         assert c.bucket is not None
-        prefix = c.query.get("prefix", "")
-        uploads = await _run(self.store.uploads, c.bucket, prefix)
-        shown = uploads[:MAX_KEYS]
-        out = [element("Bucket", text(c.bucket)), element("KeyMarker", ""),
-               element("UploadIdMarker", ""), element("Prefix", text(prefix)),
-               element("MaxUploads", MAX_KEYS),
-               element("IsTruncated", "true" if len(uploads) > MAX_KEYS else "false")]
-        for u in shown:
-            out.append("<Upload>" + element("Key", text(u.key)) +
-                       element("UploadId", u.upload_id) + element("StorageClass", "STANDARD") +
+        q = c.query
+        prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
+        key_marker, id_marker = q.get("key-marker", ""), q.get("upload-id-marker", "")
+        encoding = q.get("encoding-type")
+        if encoding is not None and encoding != "url":
+            raise S3Error("InvalidArgument", "invalid encoding method specified in request")
+        url = encoding == "url"
+        raw = q.get("max-uploads", str(MAX_KEYS)).strip()
+        if not (raw.isascii() and raw.isdigit()):
+            raise S3Error("InvalidArgument", "Argument max-uploads must be an integer between 0 "
+                                             "and 2147483647")
+        max_uploads = min(int(raw), MAX_KEYS)
+        page = await _run(self.store.list_uploads, c.bucket, prefix, delimiter, key_marker,
+                          id_marker if key_marker else "", max_uploads)
+        out = [element("Bucket", text(c.bucket)), element("KeyMarker", text(key_marker, url)),
+               element("UploadIdMarker", text(id_marker))]
+        if page.next_key_marker is not None:
+            out.append(element("NextKeyMarker", text(page.next_key_marker, url)))
+        out.append(element("Prefix", text(prefix, url)))
+        if delimiter:
+            out.append(element("Delimiter", text(delimiter, url)))
+        if page.next_upload_id_marker is not None:
+            out.append(element("NextUploadIdMarker", page.next_upload_id_marker))
+        out += [element("MaxUploads", max_uploads),
+                element("IsTruncated", "true" if page.truncated else "false")]
+        initiator = "<Initiator><ID>strata</ID><DisplayName>strata</DisplayName></Initiator>"
+        for u in page.uploads:
+            out.append("<Upload>" + element("Key", text(u.key, url)) +
+                       element("UploadId", u.upload_id) + initiator + OWNER +
+                       element("StorageClass", "STANDARD") +
                        element("Initiated", iso(u.initiated_ns)) + "</Upload>")
+        for p in page.prefixes:
+            out.append("<CommonPrefixes>" + element("Prefix", text(p, url)) +
+                       "</CommonPrefixes>")
+        if url:
+            out.append(element("EncodingType", "url"))
         return _xml(document("ListMultipartUploadsResult", out))

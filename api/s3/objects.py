@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from api.s3.errors import S3Error
-from catalog.cache.model import ReadType
+from catalog.cache.model import BlockSegment, ReadType
 from catalog.exceptions import InvalidInputError, NoSuchPathError
 from catalog.fs.cached import WriteType
 from catalog.fs.namespace import CATALOG_ROOT, Mount, Namespace, NsEntry
@@ -103,6 +103,23 @@ class Upload:
     bucket: str
     key: str
     initiated_ns: int
+
+    @property
+    def position(self) -> tuple[str, int, str]:
+        """Where the upload sorts in ListMultipartUploads: key, then initiation time."""
+        return self.key, self.initiated_ns, self.upload_id
+
+
+@dataclass
+class UploadListing:
+    """One page of ListMultipartUploads: uploads and common prefixes in listing order."""
+
+    uploads: list[Upload]
+    prefixes: list[str]
+    truncated: bool
+    #: The key (or common prefix) and the upload ID of the last entry, when truncated.
+    next_key_marker: str | None
+    next_upload_id_marker: str | None
 
 
 @dataclass(frozen=True)
@@ -219,12 +236,18 @@ class RangeReader:
 
 
 class ChunkReader:
-    """The chunks of a namespace read (:meth:`Namespace.iter_range`); :meth:`close` stops it."""
+    """The chunks of a namespace read (:meth:`Namespace.iter_range`, cached blocks as
+    :class:`BlockSegment` when opened with ``segments``); :meth:`close` stops it."""
 
-    def __init__(self, chunks: Iterator[bytes]) -> None:
+    def __init__(self, chunks: Iterator[bytes] | Iterator[bytes | BlockSegment]) -> None:
         self._chunks = chunks
 
     def __iter__(self) -> Iterator[bytes]:
+        for item in self._chunks:
+            yield item.read() if isinstance(item, BlockSegment) else item
+
+    def items(self) -> Iterator[bytes | BlockSegment]:
+        """The chunks, cached blocks as :class:`BlockSegment` if opened with ``segments``."""
         return self._chunks
 
     def close(self) -> None:
@@ -250,6 +273,7 @@ class ObjectWriter:
         except InvalidInputError as e:
             raise S3Error("InvalidArgument", str(e)) from e
         self.mount = mount
+        self.uri = uri
         self.local = _local_file(mount, uri)
         self._spool: Any = None
         self._out: Any = None
@@ -326,6 +350,7 @@ class ObjectWriter:
                     except IsADirectoryError as e:
                         raise S3Error("InvalidArgument", "a folder exists at this key") from e
                 self._tmp_path = None
+                store.ns.forget(self.uri)
                 return ObjectInfo(key, st.st_size, st.st_mtime_ns, etag)
             if exclusive and store.head_or_none(bucket, key) is not None:
                 raise S3Error("PreconditionFailed", "At least one of the pre-conditions you "
@@ -537,8 +562,8 @@ class ObjectStore:
         return ObjectInfo(key, 0 if entry.is_dir else entry.size, entry.mtime_ns,
                           self._etag(path, entry))
 
-    def open_range(self, bucket: str, info: ObjectInfo, start: int, end: int
-                   ) -> ChunkReader | RangeReader:
+    def open_range(self, bucket: str, info: ObjectInfo, start: int, end: int, *,
+                   segments: bool = False) -> ChunkReader | RangeReader:
         """The one read door of the gateway: bytes ``[start, end)`` of the object ``info``
         describes, through the namespace's block store (:meth:`Namespace.iter_range`, the
         mount's read type), looked up now (so a vanished file is a NoSuchKey before any byte is
@@ -548,7 +573,7 @@ class ObjectStore:
             return RangeReader(_Empty(), 0, 0)
         if self.ns.identity(path).size != info.size:
             raise S3Error("PreconditionFailed", "the object changed while it was read; retry")
-        return ChunkReader(self.ns.iter_range(path, start, end))
+        return ChunkReader(self.ns.iter_range(path, start, end, segments=segments))
 
     def writer(self, bucket: str, key: str, *, direct: bool = False,
                write_type: WriteType | str | None = None) -> ObjectWriter:
@@ -582,6 +607,7 @@ class ObjectStore:
                     os.rmdir(local)
                 except OSError:
                     return  # not empty: its objects remain
+                self.ns.forget(uri)
             elif not self.ns.ls(path):
                 self.ns.delete(path, recursive=True)
         else:
@@ -601,6 +627,7 @@ class ObjectStore:
                 os.rmdir(folder)
             except OSError:
                 return
+            self.ns.forget(mount.ufs_uri.rstrip("/") + folder[len(root):])
             folder = os.path.dirname(folder)
 
     # -- listing ---------------------------------------------------------------------------------
@@ -704,8 +731,12 @@ class ObjectStore:
         mount, _ = self.ns.resolve(self.path(bucket, key))
         if mount.readonly:
             raise S3Error("AccessDenied", f"mount {mount.path} is read-only")
-        upload_id = secrets.token_hex(16)
-        meta = {"bucket": bucket, "key": key, "initiated_ns": time.time_ns()}
+        initiated_ns = time.time_ns()
+        # The ID starts with the initiation time (16 hex digits, until 2554): IDs sort in the
+        # order ListMultipartUploads lists one key's uploads, and a marker naming an upload
+        # that is gone still has a place in that order (:meth:`list_uploads`).
+        upload_id = f"{initiated_ns:016x}{secrets.token_hex(8)}"
+        meta = {"bucket": bucket, "key": key, "initiated_ns": initiated_ns}
         self.ns.write_bytes(f"{STAGING_ROOT}/{upload_id}/upload.json", json.dumps(meta).encode(),
                             WriteType.THROUGH)
         return upload_id
@@ -730,6 +761,38 @@ class ObjectStore:
 
     def part_writer(self, upload: Upload, number: int) -> PartWriter:
         return PartWriter(self, upload, number)
+
+    def copy_part(self, upload: Upload, number: int, src_bucket: str, src: ObjectInfo,
+                  start: int, end: int) -> Part:
+        """Part ``number`` of ``upload`` from bytes ``[start, end)`` of the object ``src``
+        (UploadPartCopy): streamed chunk by chunk from :meth:`open_range` into a
+        :class:`PartWriter`, its ETag the MD5 of the bytes copied. PreconditionFailed when the
+        source changes while it is read (nothing is staged then)."""
+        reader = self.open_range(src_bucket, src, start, end)
+        try:
+            writer = self.part_writer(upload, number)
+        except BaseException:
+            reader.close()
+            raise
+        md5 = hashlib.md5()
+        try:
+            for data in reader:
+                md5.update(data)
+                writer.write(data)
+            if writer.size != end - start:
+                raise S3Error("PreconditionFailed", "the source object changed while it was "
+                                                    "read; retry")
+        except BaseException:
+            reader.close()
+            writer.abort()
+            raise
+        etag = writer.commit(md5.hexdigest())
+        try:
+            mtime_ns = int(json.loads(self.ns.read(writer.meta_path,
+                                                   read_type=ReadType.NO_CACHE))["time_ns"])
+        except (NoSuchPathError, ValueError, KeyError):
+            mtime_ns = time.time_ns()  # the part is staged; only its exact time is unknown
+        return Part(number, etag, writer.size, mtime_ns, writer.data_path)
 
     def parts(self, upload: Upload) -> dict[int, Part]:
         """The upload's complete parts, the latest upload of each number."""
@@ -806,7 +869,8 @@ class ObjectStore:
         self.ns.delete(f"{STAGING_ROOT}/{upload.upload_id}", recursive=True)
 
     def uploads(self, bucket: str, prefix: str = "") -> list[Upload]:
-        """The bucket's uploads in progress, by key then initiation time."""
+        """The bucket's uploads in progress under ``prefix``, by key then initiation time
+        (:attr:`Upload.position`)."""
         self.require_bucket(bucket)
         try:
             entries = self.ns.ls(STAGING_ROOT)
@@ -821,7 +885,57 @@ class ObjectStore:
                     continue
                 if up.key.startswith(prefix):
                     out.append(up)
-        return sorted(out, key=lambda u: (u.key, u.initiated_ns))
+        return sorted(out, key=lambda u: u.position)
+
+    def list_uploads(self, bucket: str, prefix: str = "", delimiter: str = "",
+                     key_marker: str = "", upload_id_marker: str = "",
+                     max_uploads: int = 1000) -> UploadListing:
+        """A page of ListMultipartUploads (S3's semantics): up to ``max_uploads`` uploads and
+        common prefixes (keys holding ``delimiter`` after ``prefix``, each counted once) in
+        :attr:`Upload.position` order. ``key_marker`` alone: only keys after it; with
+        ``upload_id_marker`` too, also the uploads of ``key_marker`` listed after that upload
+        (placed by its initiation time, read from the ID when the upload is gone). A common
+        prefix equal to ``key_marker`` (the end of the previous page) is not repeated."""
+        every = self.uploads(bucket, prefix)
+        after: tuple[str, int, str] | None = None
+        if key_marker and upload_id_marker:
+            after = next((u.position for u in every
+                          if u.key == key_marker and u.upload_id == upload_id_marker), None)
+            if after is None:
+                if not _UPLOAD_ID.match(upload_id_marker):
+                    raise S3Error("InvalidArgument", "the upload-id-marker is not a valid "
+                                                     "upload ID")
+                after = (key_marker, int(upload_id_marker[:16], 16), upload_id_marker)
+        uploads: list[Upload] = []
+        prefixes: list[str] = []
+        last: Upload | str | None = None
+        count = 0
+        truncated = False
+        for u in every:
+            if key_marker and (u.key < key_marker or (
+                    u.key == key_marker and (after is None or u.position <= after))):
+                continue
+            item: Upload | str = u
+            if delimiter:
+                i = u.key.find(delimiter, len(prefix))
+                if i >= 0:
+                    item = u.key[:i + len(delimiter)]
+                    if item == last or item == key_marker:
+                        continue
+            if count >= max_uploads:
+                truncated = max_uploads > 0
+                break
+            if isinstance(item, str):
+                prefixes.append(item)
+            else:
+                uploads.append(item)
+            last = item
+            count += 1
+        if not truncated or last is None:
+            return UploadListing(uploads, prefixes, truncated, None, None)
+        if isinstance(last, str):
+            return UploadListing(uploads, prefixes, True, last, None)
+        return UploadListing(uploads, prefixes, True, last.key, last.upload_id)
 
 
 class _Empty:

@@ -57,6 +57,11 @@ class DirConfig(BaseModel):
 
     path: Path
     quota: ByteSize = Field(ge=0, description="bytes of blocks this directory may hold")
+    device: str | None = Field(
+        default=None, min_length=1, max_length=128,
+        description="the failure domain (disk, host) this directory is on; copies of a "
+                    "replicated write go to distinct devices when there are enough (default: "
+                    "the file system's device number)")
 
 
 class TierConfig(BaseModel):

@@ -3,8 +3,10 @@ errors."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import Enum
@@ -15,6 +17,25 @@ from catalog.exceptions import CatalogError, InUseError
 #: The caller's reader of the under-storage file: ``fetch(start, end)`` returns bytes
 #: ``[start, end)`` (as fsspec's caching.py fetchers do).
 Fetch = Callable[[int, int], bytes]
+
+
+@dataclass(frozen=True)
+class BlockSegment:
+    """Bytes ``[offset, offset + count)`` of a committed block file, open as ``fd``: what a
+    segment read (``iter_read(..., segments=True)``) yields for a cached block instead of its
+    bytes, so a server can send them with ``sendfile``. ``fd`` is valid only until the iterator
+    is advanced (it is closed then); a block evicted meanwhile keeps its bytes for ``fd``."""
+
+    fd: int
+    offset: int
+    count: int
+
+    def read(self) -> bytes:
+        """The bytes themselves (``OSError(EIO)`` when the file is shorter)."""
+        data = os.pread(self.fd, self.count, self.offset)
+        if len(data) != self.count:
+            raise OSError(errno.EIO, f"block file gave {len(data)} bytes, {self.count} expected")
+        return data
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Literal, overload
 
 from catalog.cache import index
 from catalog.cache.allocator import make_allocator
@@ -35,6 +36,7 @@ from catalog.cache.lifecycle import (
 from catalog.cache.model import (
     BlockInfo,
     BlockNotPersistedError,
+    BlockSegment,
     CacheDirInUseError,
     CacheError,
     CacheStats,
@@ -133,7 +135,7 @@ class BlockStore:
         for i, tc in enumerate(config.tiers):
             tier = TierState(i, tc.alias)
             for dc in tc.dirs:
-                d = DirState(tier, dc.path.expanduser().absolute(), dc.quota)
+                d = DirState(tier, dc.path.expanduser().absolute(), dc.quota, dc.device)
                 tier.dirs.append(d)
                 self._dirs[d.path] = d
             self.tiers.append(tier)
@@ -167,6 +169,8 @@ class BlockStore:
                 raise CacheDirInUseError(
                     f"cache directory {d.path} is in use by another block store") from e
             d.lock_fd = fd
+            if d.device is None:
+                d.device = f"dev:{os.fstat(fd).st_dev}"
             removed = clear_tmp(d)
             if removed:
                 log.info("block store: removed %d unfinished temp block(s) in %s", removed, d.path)
@@ -491,8 +495,14 @@ class BlockStore:
         if not 0 < length <= self.block_size:
             raise InvalidInputError(f"a block holds 1 to {self.block_size} bytes, not {length}")
         exclude: set[DirState] = {d for p in avoid_dirs if (d := self._dirs.get(p)) is not None}
+        # Copies go to other devices than the copies before them while some directory is on
+        # another device; then to other directories only.
+        devices = {d.device for d in exclude}
+        same_device = {d for d in self._dirs.values() if d.device in devices} - exclude
         while True:
-            d = self._reserve(length, exclude=exclude)
+            d = self._reserve(length, exclude=exclude | same_device) if same_device else None
+            if d is None:
+                d = self._reserve(length, exclude=exclude)
             if d is None:
                 raise CacheError(f"no cache tier can take block {index} of {identity.uri} "
                                  f"({length} bytes): full of pinned or unpersisted data, or "
@@ -672,11 +682,24 @@ class BlockStore:
         and, for the others, from ``fetch`` (see :class:`ReadType`)."""
         return b"".join(self.iter_read(identity, start, end, fetch, read_type))
 
+    @overload
+    def iter_read(self, identity: FileIdentity, start: int, end: int, fetch: Fetch,
+                  read_type: ReadType | str = ..., *, chunk_size: int | None = ...,
+                  segments: Literal[False] = ...) -> Iterator[bytes]: ...
+
+    @overload
+    def iter_read(self, identity: FileIdentity, start: int, end: int, fetch: Fetch,
+                  read_type: ReadType | str = ..., *, chunk_size: int | None = ...,
+                  segments: bool) -> Iterator[bytes | BlockSegment]: ...
+
     def iter_read(self, identity: FileIdentity, start: int, end: int, fetch: Fetch,
                   read_type: ReadType | str = ReadType.CACHE, *,
-                  chunk_size: int | None = None) -> Iterator[bytes]:
+                  chunk_size: int | None = None, segments: bool = False
+                  ) -> Iterator[bytes | BlockSegment]:
         """The bytes of :meth:`read` as chunks of at most ``chunk_size`` (default
-        ``read_chunk_bytes``), block after block: at most one block is held in memory."""
+        ``read_chunk_bytes``), block after block: at most one block is held in memory. With
+        ``segments``, a cached block's range comes as one :class:`BlockSegment` (its open file,
+        for ``sendfile``) instead of its bytes."""
         self._check_open()
         rt = ReadType(read_type)
         if start < 0 or end < start:
@@ -691,7 +714,8 @@ class BlockStore:
             length = min(bs, identity.size - b_start)
             lo = max(start, b_start) - b_start
             hi = min(end, b_start + length) - b_start
-            yield from self._read_block(identity, idx, length, lo, hi, fetch, rt, chunk)
+            yield from self._read_block(identity, idx, length, lo, hi, fetch, rt, chunk,
+                                        segments)
 
     def load(self, identity: FileIdentity, fetch: Fetch) -> int:
         """Cache every block of a file (as a CACHE read of all of it would); the bytes read."""
@@ -701,7 +725,8 @@ class BlockStore:
         return total
 
     def _read_block(self, identity: FileIdentity, idx: int, length: int, lo: int, hi: int,
-                    fetch: Fetch, rt: ReadType, chunk: int) -> Iterator[bytes]:
+                    fetch: Fetch, rt: ReadType, chunk: int, segments: bool = False
+                    ) -> Iterator[bytes | BlockSegment]:
         bid = block_id(identity, idx)
         b_start = idx * self.block_size
         promote_after = self.config.promote_after_accesses
@@ -738,9 +763,13 @@ class BlockStore:
                     if os.fstat(fd).st_size != hit.size:
                         raise OSError(errno.EIO, f"block file has {os.fstat(fd).st_size} bytes, "
                                                  f"{hit.size} indexed")
-                    for data in read_chunks(fd, lo, hi, chunk):
-                        served += len(data)
-                        yield data
+                    if segments:
+                        yield BlockSegment(fd, lo, hi - lo)  # the consumer sends it whole
+                        served = hi
+                    else:
+                        for data in read_chunks(fd, lo, hi, chunk):
+                            served += len(data)
+                            yield data
                 except OSError as e:
                     log.warning("block store: block %s (%s) is bad, dropping it: %s", bid,
                                 hit.path, e)

@@ -70,10 +70,13 @@ class Block:
 class DirState:
     """One storage directory: quota, committed bytes, bytes reserved by writers, its blocks."""
 
-    def __init__(self, tier: TierState, path: Path, quota: int) -> None:
+    def __init__(self, tier: TierState, path: Path, quota: int, device: str | None = None
+                 ) -> None:
         self.tier = tier
         self.root = path
         self.path = str(path)
+        #: The failure domain: configured, else the file system's device number once open.
+        self.device = device
         self.tmp = os.path.join(self.path, TMP_DIR)
         self.blocks_root = os.path.join(self.path, BLOCKS_DIR)
         self.quota = quota

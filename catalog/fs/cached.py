@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from catalog.cache.model import FileIdentity, ReadType
 from catalog.exceptions import InvalidOptionError, StateStoreError
@@ -43,6 +43,8 @@ CACHE_OPTIONS = frozenset({"read.type", "write.type", "metadata.sync.interval",
 #: ETag prefix of file versions written into the cache (not read from an under storage).
 TOKEN_PREFIX = "strata-w-"
 MAX_REPLICAS = 8
+
+V = TypeVar("V")
 
 
 class WriteType(str, Enum):
@@ -266,32 +268,34 @@ class FileTable:
         conn.execute("DELETE FROM fs_persist_queue WHERE seq = ?", (seq,))
 
 
-class IdentityCache:
-    """Identities of under-storage files and when they were read, trusted per mount for its
-    ``metadata.sync.interval``."""
+class TrustCache(Generic[V]):
+    """Answers of an under storage (file identities, listings, stats) and when they were read,
+    trusted per mount for its ``metadata.sync.interval``; a change made through the namespace
+    drops the answers it makes stale (:meth:`invalidate`)."""
 
     def __init__(self, limit: int = 100_000) -> None:
         self.limit = limit
-        self._d: dict[str, tuple[FileIdentity, float]] = {}
+        self._d: dict[str, tuple[V, float]] = {}
         self._lock = threading.Lock()
 
-    def get(self, uri: str, ttl_s: float, load: Callable[[], FileIdentity | None]
-            ) -> FileIdentity | None:
+    def get(self, uri: str, ttl_s: float, load: Callable[[], V | None]) -> V | None:
+        """The answer for ``uri`` read less than ``ttl_s`` ago, else ``load()`` (kept unless
+        None: a miss is asked again)."""
         if ttl_s > 0:
             with self._lock:
                 hit = self._d.get(uri)
             if hit is not None and time.monotonic() - hit[1] < ttl_s:
                 return hit[0]
-        ident = load()
-        if ttl_s > 0 and ident is not None:
-            self.put(uri, ident)
-        return ident
+        value = load()
+        if ttl_s > 0 and value is not None:
+            self.put(uri, value)
+        return value
 
-    def put(self, uri: str, ident: FileIdentity) -> None:
+    def put(self, uri: str, value: V) -> None:
         with self._lock:
             if len(self._d) >= self.limit:
                 self._d.clear()
-            self._d[uri] = (ident, time.monotonic())
+            self._d[uri] = (value, time.monotonic())
 
     def invalidate(self, uri: str, recursive: bool = False) -> None:
         with self._lock:

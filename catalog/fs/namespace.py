@@ -41,9 +41,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
-from catalog.cache.model import BlockNotPersistedError, FileIdentity, ReadType, TtlAction
+from catalog.cache.model import (
+    BlockNotPersistedError,
+    BlockSegment,
+    FileIdentity,
+    ReadType,
+    TtlAction,
+)
 from catalog.exceptions import (
     AlreadyExistsError,
     CatalogError,
@@ -61,7 +67,7 @@ from catalog.fs.cached import (
     CachePolicy,
     FileRecord,
     FileTable,
-    IdentityCache,
+    TrustCache,
     PathClaims,
     WriteType,
     read_type_of,
@@ -93,6 +99,7 @@ READ_CHUNK = 4 * 1024 * 1024
 _MAX_PATH = 4096
 _SECRET_WORDS = ("secret", "password", "token")
 REDACTED = "****"
+_Chunk = TypeVar("_Chunk", bytes, "bytes | BlockSegment")
 
 
 def is_secret_option(key: str) -> bool:
@@ -190,7 +197,12 @@ class Namespace:
         #: The block store under the namespace (None: reads and writes go to the UFS only).
         self.cache = cache
         self._files = FileTable(store) if store is not None and cache is not None else None
-        self._identities = IdentityCache()
+        self._identities: TrustCache[FileIdentity] = TrustCache()
+        #: Directory listings and stats of remote storages, trusted as the identities are.
+        self._listings: TrustCache[list[FileStatus]] = TrustCache(limit=10_000)
+        self._infos: TrustCache[FileStatus] = TrustCache()
+        #: The last fingerprint of each location (:meth:`fingerprints`).
+        self._fingerprinted: dict[str, str | None] = {}
         self._policies: dict[tuple[str, tuple[tuple[str, str], ...]], CachePolicy] = {}
         #: Claims serializing the under-storage changes of one path.
         self.claims = PathClaims()
@@ -403,7 +415,7 @@ class Namespace:
         entries: dict[str, NsEntry] = {}
         listed: list[FileStatus] | None = None
         if m is not None:
-            listed = self.ufs(m).list(m.to_ufs(p))
+            listed = self._list_ufs(m, m.to_ufs(p))
             for st in listed or []:
                 child = (p.rstrip("/") + "/" + st.rel) if st.rel else p
                 entries[child] = NsEntry(child, st.is_dir, st.size, st.mtime_ns, st.uri)
@@ -430,6 +442,33 @@ class Namespace:
                                      mount_point=child_mount is not None)
         return sorted(entries.values(), key=lambda e: e.path)
 
+    def _list_ufs(self, m: Mount, uri: str) -> list[FileStatus] | None:
+        """``uri``'s listing (None: no such directory), trusted for the mount's
+        ``metadata.sync.interval``."""
+        ufs = self.ufs(m)
+        return self._listings.get(uri, self.policy(m).sync_interval_s, lambda: ufs.list(uri))
+
+    def _info_ufs(self, m: Mount, uri: str) -> FileStatus | None:
+        """``uri``'s status (None: absent), trusted as :meth:`_list_ufs`'s listings."""
+        ufs = self.ufs(m)
+        return self._infos.get(uri, self.policy(m).sync_interval_s, lambda: ufs.info(uri))
+
+    def forget(self, uri: str, *, recursive: bool = False) -> None:
+        """Drop what is trusted about UFS ``uri`` (its identity, status, listing, the tree
+        below it with ``recursive``) and the listings and statuses of its parents: called by
+        every change made through the namespace, so its own changes are seen at once (others
+        within the mount's ``metadata.sync.interval``)."""
+        self._identities.invalidate(uri, recursive=recursive)
+        self._listings.invalidate(uri, recursive=recursive)
+        self._infos.invalidate(uri, recursive=recursive)
+        parent = uri.rstrip("/")
+        while "/" in parent.split("://", 1)[-1]:
+            parent = parent.rsplit("/", 1)[0]
+            self._listings.invalidate(parent)
+            self._listings.invalidate(parent + "/")
+            self._infos.invalidate(parent)
+            self._infos.invalidate(parent + "/")
+
     def stat(self, path: str) -> NsEntry:
         p = normalize_path(path)
         with self._lock:
@@ -437,12 +476,12 @@ class Namespace:
             m = self._mount_of(p)
             children = self._mount_children(p)
         if mount_here is not None:
-            st = self.ufs(mount_here).info(_bucket_root(mount_here.ufs_uri))
+            st = self._info_ufs(mount_here, _bucket_root(mount_here.ufs_uri))
             return NsEntry(p, True, 0, st.mtime_ns if st else 0, mount_here.ufs_uri, True)
         rec = self._record(p)
         if rec is not None:
             return NsEntry(p, False, rec.size, rec.mtime_ns, rec.uri)
-        st = self.ufs(m).info(m.to_ufs(p)) if m is not None else None
+        st = self._info_ufs(m, m.to_ufs(p)) if m is not None else None
         if st is not None:
             return NsEntry(p, st.is_dir, st.size, st.mtime_ns, st.uri)
         if children or p == "/":
@@ -486,17 +525,30 @@ class Namespace:
             raise NoSuchPathError(f"no file {uri}")
         return ident
 
+    @overload
+    def iter_range(self, path: str, start: int = ..., end: int | None = ...,
+                   read_type: ReadType | str | None = ..., *,
+                   segments: Literal[False] = ...) -> Iterator[bytes]: ...
+
+    @overload
+    def iter_range(self, path: str, start: int = ..., end: int | None = ...,
+                   read_type: ReadType | str | None = ..., *,
+                   segments: bool) -> Iterator[bytes | BlockSegment]: ...
+
     def iter_range(self, path: str, start: int = 0, end: int | None = None,
-                   read_type: ReadType | str | None = None) -> Iterator[bytes]:
+                   read_type: ReadType | str | None = None, *, segments: bool = False
+                   ) -> Iterator[bytes | BlockSegment]:
         """Bytes ``[start, end)`` of a file (to its end when ``end`` is None) as chunks, through
         the block store with ``read_type`` (default: the mount's ``read.type``). The file is
-        looked up now (NoSuchPathError before any byte); the chunks come as they are read."""
+        looked up now (NoSuchPathError before any byte); the chunks come as they are read. With
+        ``segments``, cached blocks come as :class:`BlockSegment` (see
+        :meth:`BlockStore.iter_read`)."""
         p = normalize_path(path)
         if start < 0 or (end is not None and end < start):
             raise InvalidInputError(f"bad byte range [{start}, {end})")
         rec = self._record(p)
         if rec is not None:
-            return self._iter_record(rec, start, rec.size if end is None else end)
+            return self._iter_record(rec, start, rec.size if end is None else end, segments)
         m, uri = self.resolve(p)
         ufs = self.ufs(m)
         if self.cache is None:
@@ -506,17 +558,27 @@ class Namespace:
         ident = self._ufs_identity(m, uri, ufs)
         stop = ident.size if end is None else end
         return self._guarded(self.cache.iter_read(
-            ident, start, stop, lambda s, e: ufs.read_range(uri, s, e), rt), uri)
+            ident, start, stop, lambda s, e: ufs.read_range(uri, s, e), rt,
+            segments=segments), uri)
 
-    def _guarded(self, chunks: Iterator[bytes], uri: str) -> Iterator[bytes]:
+    def _guarded(self, chunks: Iterator[_Chunk], uri: str) -> Iterator[_Chunk]:
         """``chunks``, forgetting the file's identity when the read fails (changed file)."""
         try:
             yield from chunks
         except CatalogError:
-            self._identities.invalidate(uri)
+            self.forget(uri)
             raise
 
-    def _iter_record(self, rec: FileRecord, start: int, end: int) -> Iterator[bytes]:
+    @overload
+    def _iter_record(self, rec: FileRecord, start: int, end: int,
+                     segments: Literal[False] = ...) -> Iterator[bytes]: ...
+
+    @overload
+    def _iter_record(self, rec: FileRecord, start: int, end: int,
+                     segments: bool) -> Iterator[bytes | BlockSegment]: ...
+
+    def _iter_record(self, rec: FileRecord, start: int, end: int, segments: bool = False
+                     ) -> Iterator[bytes | BlockSegment]:
         """Bytes of a file held by the cache only, from its first copy, a missing block from the
         next copy (never cached again: reads of unpersisted data change nothing)."""
         cache = self.cache
@@ -529,7 +591,8 @@ class Namespace:
         fetch: Callable[[int, int], bytes] = lost
         for ident in reversed(rec.copies[1:]):
             fetch = _copy_fetch(cache, ident, fetch)
-        return cache.iter_read(rec.identity, start, end, fetch, ReadType.NO_CACHE)
+        return cache.iter_read(rec.identity, start, end, fetch, ReadType.NO_CACHE,
+                               segments=segments)
 
     def open_input(self, path: str, read_type: ReadType | str | None = None) -> CachedInput:
         """A seekable binary reader of a file through the block store (see
@@ -588,6 +651,7 @@ class Namespace:
     def mkdirs(self, path: str) -> None:
         ufs, uri = self._writable(path)
         ufs.mkdirs(uri)
+        self.forget(uri)
 
     def delete(self, path: str, recursive: bool = False) -> None:
         """Remove a file (or a tree with ``recursive``) from the cache's file table and the
@@ -613,7 +677,7 @@ class Namespace:
             except InvalidInputError:
                 if not only_cached:
                     raise
-            self._identities.invalidate(uri, recursive=True)
+            self.forget(uri, recursive=True)
             if self.cache is not None:
                 try:
                     self.cache.free(uri)
@@ -756,7 +820,29 @@ class Namespace:
         wanted = list(dict.fromkeys(loc for loc in locations if loc))
         if not wanted:
             return {}
+        resolved: dict[str, tuple[UnderFileSystem, str] | None] = {}
+        for loc in wanted:
+            try:
+                resolved[loc] = self.location_of(loc)
+            except InvalidInputError:
+                resolved[loc] = None
+        out = self._fingerprints(wanted, resolved)
+        # A location whose files changed since it was last fingerprinted: what is trusted
+        # about it (listings, stats, identities) is dropped now, not when its
+        # metadata.sync.interval ends, so a sync that sees a change serves it at once.
+        with self._lock:
+            for loc, digest in out.items():
+                found = resolved.get(loc)
+                if found is not None and self._fingerprinted.get(loc, "") != digest:
+                    self.forget(found[1], recursive=True)
+                    if len(self._fingerprinted) >= 1_000_000:
+                        self._fingerprinted.clear()
+                    self._fingerprinted[loc] = digest
+        return out
 
+    def _fingerprints(self, wanted: list[str],
+                      resolved: dict[str, tuple[UnderFileSystem, str] | None]
+                      ) -> dict[str, str | None]:
         def one(location: str) -> str | None:
             found = resolved[location]
             if found is None:
@@ -772,12 +858,6 @@ class Namespace:
                     "catalogctl fs mount)") from e
             return ABSENT if listed is None else digest_statuses(listed)
 
-        resolved: dict[str, tuple[UnderFileSystem, str] | None] = {}
-        for loc in wanted:
-            try:
-                resolved[loc] = self.location_of(loc)
-            except InvalidInputError:
-                resolved[loc] = None
         # Local listings are cheaper than a thread hand-off: only remote ones go to the pool.
         remote = [loc for loc in wanted if (r := resolved[loc]) is not None and r[0].remote]
         parallel = set(remote)

@@ -171,5 +171,6 @@ class Persister:
                             "re-keyed (they are read again from under storage): %s", rec.path, e)
                 for copy in rec.copies:
                     cache.discard(copy)
+            ns.forget(uri)
             ns._identities.put(uri, ident)
             log.info("persister: persisted %s (%d bytes) to %s", rec.path, rec.size, uri)

@@ -160,7 +160,7 @@ class FileWriter(WriteOnlyStream):
         with ns.claims(self.path):
             ns._supersede(self.path)
             self._out.close()
-            ns._identities.invalidate(self.uri)
+            ns.forget(self.uri)
             if self._cache is None:
                 return
             try:
@@ -201,7 +201,7 @@ class FileWriter(WriteOnlyStream):
                 raise
             if old is not None:
                 ns._discard(old)
-            ns._identities.invalidate(self.uri)
+            ns.forget(self.uri)
         if self.write_type is WriteType.ASYNC_THROUGH and ns.persister is not None:
             ns.persister.wake()
 

@@ -375,3 +375,45 @@ def test_gateway_over_an_s3_mount(app: S3Gateway, ns: Namespace, client: Any,
                 "x/"]
         finally:
             ns.unmount("/remote")
+
+
+def test_boto3_upload_part_copy_and_listing_uploads(client: Any, lake: Path) -> None:
+    """UploadPartCopy (a range of one object, the whole of another) completed into one object,
+    and boto3's ListMultipartUploads paginator following NextKeyMarker / NextUploadIdMarker."""
+    big, small = os.urandom(5 * MiB + 10), b"copied whole"
+    client.put_object(Bucket="lake", Key="upc/big.bin", Body=big)
+    client.put_object(Bucket="lake", Key="upc/small.txt", Body=small)
+    up = client.create_multipart_upload(Bucket="lake", Key="upc/joined.bin")
+    r1 = client.upload_part_copy(Bucket="lake", Key="upc/joined.bin", UploadId=up["UploadId"],
+                                 PartNumber=1, CopySource={"Bucket": "lake", "Key": "upc/big.bin"},
+                                 CopySourceRange=f"bytes=5-{5 * MiB + 4}")
+    r2 = client.upload_part_copy(Bucket="lake", Key="upc/joined.bin", UploadId=up["UploadId"],
+                                 PartNumber=2, CopySource="lake/upc/small.txt",
+                                 CopySourceIfMatch=f'"{hashlib.md5(small).hexdigest()}"')
+    e1, e2 = r1["CopyPartResult"]["ETag"], r2["CopyPartResult"]["ETag"]
+    assert e1 == f'"{hashlib.md5(big[5:5 * MiB + 5]).hexdigest()}"'
+    assert r2["CopyPartResult"]["LastModified"].year >= 2024
+    with pytest.raises(client.exceptions.ClientError) as failed:
+        client.upload_part_copy(Bucket="lake", Key="upc/joined.bin", UploadId=up["UploadId"],
+                                PartNumber=3, CopySource="lake/upc/small.txt",
+                                CopySourceRange="bytes=0-100")
+    assert failed.value.response["Error"]["Code"] == "InvalidArgument"
+    others = [client.create_multipart_upload(Bucket="lake", Key=f"upc/list/{k}")["UploadId"]
+              for k in ("b", "a", "b", "c", "a")]
+    pages = list(client.get_paginator("list_multipart_uploads").paginate(
+        Bucket="lake", Prefix="upc/", PaginationConfig={"PageSize": 2}))
+    listed = [(u["Key"], u["UploadId"]) for p in pages for u in p.get("Uploads", [])]
+    assert len(pages) == 3 and len(listed) == 6 and listed[0] == ("upc/joined.bin",
+                                                                   up["UploadId"])
+    assert [k for k, _ in listed[1:]] == ["upc/list/a", "upc/list/a", "upc/list/b",
+                                          "upc/list/b", "upc/list/c"]
+    assert [i for k, i in listed if k == "upc/list/b"] == [others[0], others[2]]
+    top = client.list_multipart_uploads(Bucket="lake", Prefix="upc/", Delimiter="/")
+    assert [p["Prefix"] for p in top["CommonPrefixes"]] == ["upc/list/"]
+    for key, upload_id in listed[1:]:
+        client.abort_multipart_upload(Bucket="lake", Key=key, UploadId=upload_id)
+    client.complete_multipart_upload(
+        Bucket="lake", Key="upc/joined.bin", UploadId=up["UploadId"],
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}, {"PartNumber": 2, "ETag": e2}]})
+    assert (lake / "upc" / "joined.bin").read_bytes() == big[5:5 * MiB + 5] + small
+    assert client.list_multipart_uploads(Bucket="lake").get("Uploads", []) == []

@@ -19,6 +19,7 @@ from typing import Any, Self
 
 import uvicorn
 
+from api.asgi_server import server_config
 from tests.support.ports import LOOPBACK, free_port
 
 
@@ -46,9 +47,7 @@ class GatewayServer:
         kwargs: dict[str, Any] = {}
         if tls is not None:
             kwargs = {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])}
-        config = uvicorn.Config(app, host=LOOPBACK, port=self.port, log_level="warning",
-                                access_log=False, lifespan="off", timeout_graceful_shutdown=3,
-                                **kwargs)
+        config = server_config(app, LOOPBACK, self.port, timeout_graceful_shutdown=3, **kwargs)
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, name="s3-gateway-test",
                                         daemon=True)

@@ -31,6 +31,8 @@ import httpx
 TRINO_VERSION = "476"
 MIN_JAVA_MAJOR = 24
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: How long a statement refused with NO_NODES_AVAILABLE (just after startup) is sent again.
+NO_NODES_RETRY_S = 30.0
 PLUGIN_CONFIG = REPO_ROOT / "trino-plugin-config" / "hive.properties"
 
 # JVM options for a small single-node test server (Trino's recommended set, scaled down).
@@ -269,7 +271,24 @@ class TrinoServer:
 
     def execute(self, sql: str, *, catalog: str | None = None, schema: str | None = None,
                 session: dict[str, str] | None = None, timeout: float = 120.0) -> TrinoResult:
-        """Run one statement; return columns and rows, or raise :class:`TrinoQueryError`."""
+        """Run one statement; return columns and rows, or raise :class:`TrinoQueryError`.
+
+        A statement refused with ``NO_NODES_AVAILABLE`` (refused before it ran: after startup
+        the coordinator counts itself as a worker of a catalog only once its node announcement
+        is refreshed, a few seconds later than ``SELECT 1`` answers) is sent again for up to
+        :data:`NO_NODES_RETRY_S` seconds."""
+        deadline = time.monotonic() + timeout
+        retry_until = time.monotonic() + min(NO_NODES_RETRY_S, timeout)
+        while True:
+            try:
+                return self._execute_once(sql, catalog, schema, session, deadline)
+            except TrinoQueryError as e:
+                if e.error_name != "NO_NODES_AVAILABLE" or time.monotonic() >= retry_until:
+                    raise
+            time.sleep(1.0)
+
+    def _execute_once(self, sql: str, catalog: str | None, schema: str | None,
+                      session: dict[str, str] | None, deadline: float) -> TrinoResult:
         headers = {"X-Trino-User": self.user, "X-Trino-Source": "strata-tests"}
         if catalog:
             headers["X-Trino-Catalog"] = catalog
@@ -277,7 +296,6 @@ class TrinoServer:
             headers["X-Trino-Schema"] = schema
         if session:
             headers["X-Trino-Session"] = ",".join(f"{k}={v}" for k, v in session.items())
-        deadline = time.monotonic() + timeout
         result = TrinoResult()
         payload = self._request("POST", "/v1/statement", deadline, headers=headers, content=sql.encode())
         while True:

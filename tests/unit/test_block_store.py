@@ -889,3 +889,40 @@ def test_a_closed_store_refuses_work(tmp_path: Path, opener: Callable[..., Block
     ident = src.put("file:///a", 10)
     with pytest.raises(CacheError, match="closed"):
         store.read(ident, 0, 10, src.fetch(ident.uri))
+
+
+def test_copies_go_to_distinct_devices_when_there_are_enough(tmp_path: Path) -> None:
+    """Replicas (``avoid_dirs``) of a block prefer directories on another device than the
+    copies before them, even over a directory with more room; with no other device left,
+    another directory of the same device."""
+    cfg = CacheConfig.model_validate({"block_size": BS, "tiers": [{"alias": "SSD", "dirs": [
+        {"path": str(tmp_path / "a1"), "quota": 8 * BS, "device": "disk-a"},
+        {"path": str(tmp_path / "a2"), "quota": 6 * BS, "device": "disk-a"},
+        {"path": str(tmp_path / "b1"), "quota": 2 * BS, "device": "disk-b"}]}]})
+    store = BlockStore(cfg, StateStore(tmp_path / "state"))
+    try:
+        devices = {d.path: d.device for d in store._dirs.values()}
+        placed: list[tuple[str, str]] = []
+        for i in range(3):
+            first = store.create_block(FileIdentity(f"file:///f{i}", BS, 1), 0)
+            second = store.create_block(FileIdentity(f"file:///f{i}", BS, 1, "copy-2"), 0,
+                                        avoid_dirs=[first.dir.path])
+            placed.append((devices[first.dir.path], devices[second.dir.path]))
+            assert first.dir.path != second.dir.path
+            for t in (first, second):
+                t.write(b"x" * BS)
+                store.commit_block(t, persisted=False)  # unpersisted: never evicted
+        # disk-b has room for two copies: the first two replicas land there, the third on a2.
+        assert placed[0] == ("disk-a", "disk-b") and placed[1] == ("disk-a", "disk-b")
+        assert placed[2] == ("disk-a", "disk-a")
+    finally:
+        store.close()
+
+
+def test_device_defaults_to_the_file_systems(tmp_path: Path) -> None:
+    store = BlockStore(config(tmp_path, ONE_TIER), StateStore(tmp_path / "state"))
+    try:
+        (d,) = store._dirs.values()
+        assert d.device == f"dev:{os.stat(d.path).st_dev}"
+    finally:
+        store.close()

@@ -138,6 +138,55 @@ def test_identity_trusted_for_the_mount_interval(env: Env, tmp_path: Path) -> No
     assert env.ns.read("/s/t") == b"B" * 5000
 
 
+def test_listings_and_stats_trusted_for_the_interval_own_changes_seen_at_once(
+        env: Env, tmp_path: Path) -> None:
+    other = tmp_path / "slow-list"
+    (other / "t").mkdir(parents=True)
+    (other / "t" / "a.csv").write_bytes(b"a")
+    env.ns.mount("/s", f"file://{other}", {"metadata.sync.interval": "60"})
+
+    def names(path: str = "/s/t") -> list[str]:
+        return [e.name for e in env.ns.ls(path)]
+
+    assert names() == ["a.csv"]
+    (other / "t" / "b.csv").write_bytes(b"b")  # a change made around the namespace
+    assert names() == ["a.csv"]  # the listing is trusted for the interval
+    with pytest.raises(NoSuchPathError):
+        env.ns.stat("/s/t/c.csv")
+    env.ns.write_bytes("/s/t/c.csv", b"c")  # changes through the namespace: seen at once
+    assert names() == ["a.csv", "b.csv", "c.csv"]
+    assert env.ns.stat("/s/t/c.csv").size == 1
+    env.ns.delete("/s/t/a.csv")
+    assert names() == ["b.csv", "c.csv"]
+    with pytest.raises(NoSuchPathError):
+        env.ns.stat("/s/t/a.csv")
+    env.ns.mkdirs("/s/t/sub")
+    assert "sub" in names() and env.ns.stat("/s/t/sub").is_dir
+    assert "t" in [e.name for e in env.ns.ls("/s")]
+    env.ns.delete("/s/t", recursive=True)
+    with pytest.raises(NoSuchPathError):
+        env.ns.ls("/s/t")
+    assert [e.name for e in env.ns.ls("/s")] == []
+
+
+def test_a_fingerprint_that_changed_drops_the_trusted_listing(env: Env, tmp_path: Path) -> None:
+    other = tmp_path / "slow-fp"
+    (other / "t").mkdir(parents=True)
+    (other / "t" / "a.csv").write_bytes(b"a" * 10)
+    env.ns.mount("/s", f"file://{other}", {"metadata.sync.interval": "60"})
+    location = f"file://{other}/t"
+    first = env.ns.fingerprint(location)
+    assert [e.name for e in env.ns.ls("/s/t")] == ["a.csv"]
+    assert env.ns.read("/s/t/a.csv") == b"a" * 10
+    rewrite(other / "t" / "a.csv", b"A" * 10)
+    (other / "t" / "b.csv").write_bytes(b"b")
+    assert [e.name for e in env.ns.ls("/s/t")] == ["a.csv"]  # trusted...
+    assert env.ns.read("/s/t/a.csv") == b"a" * 10
+    assert env.ns.fingerprint(location) != first  # ...until a sync sees the change
+    assert [e.name for e in env.ns.ls("/s/t")] == ["a.csv", "b.csv"]
+    assert env.ns.read("/s/t/a.csv") == b"A" * 10
+
+
 # -- write types ---------------------------------------------------------------------------------
 
 

@@ -939,3 +939,239 @@ def test_missing_content_length(ns: Namespace) -> None:
              "query_string": b"", "headers": [(b"host", b"testserver")], "root_path": ""}
     asyncio.run(gw(scope, receive, send))  # type: ignore[arg-type]
     assert sent[0]["status"] == 411
+
+
+# -- UploadPartCopy ------------------------------------------------------------------------------
+
+
+def _copy_part(s3: S3, path: str, uid: str, number: int, source: str,
+               headers: dict[str, str] | None = None) -> httpx.Response:
+    """A PUT shaped as boto3's ``upload_part_copy`` sends it (``bucket/key``, URL-quoted)."""
+    return s3.put(path, query=f"partNumber={number}&uploadId={uid}",
+                  headers={"x-amz-copy-source": quote(source, safe="/~"), **(headers or {})})
+
+
+def _copy_result(resp: httpx.Response) -> tuple[str, str]:
+    doc = xml_of(resp)
+    assert doc.tag == f"{NS_XML}CopyPartResult", resp.text
+    etag, modified = find_text(doc, "{ns}ETag"), find_text(doc, "{ns}LastModified")
+    assert etag and modified and modified.endswith("Z")
+    return etag, modified
+
+
+def test_upload_part_copy_ranges_from_two_sources(s3: S3, lake: Path) -> None:
+    big, small = os.urandom(5 * MiB + 300), b"the small source, copied whole"
+    (lake / "upc").mkdir()
+    (lake / "upc" / "big.bin").write_bytes(big)
+    (lake / "upc" / "small one.txt").write_bytes(small)
+    uid = _create(s3, "/lake/upc/dst.bin")
+    # the whole source
+    etag, modified = _copy_result(_copy_part(s3, "/lake/upc/dst.bin", uid, 3,
+                                             "lake/upc/small one.txt"))
+    assert etag == md5_etag(small)
+    # a range (inclusive offsets), from each source
+    e1, _ = _copy_result(_copy_part(s3, "/lake/upc/dst.bin", uid, 1, "/lake/upc/big.bin",
+                                    {"x-amz-copy-source-range": f"bytes=100-{5 * MiB + 99}"}))
+    e2, _ = _copy_result(_copy_part(s3, "/lake/upc/dst.bin", uid, 2, "lake/upc/small one.txt",
+                                    {"x-amz-copy-source-range": "bytes=4-8"}))
+    assert (e1, e2) == (md5_etag(big[100:5 * MiB + 100]), md5_etag(small[4:9]))
+    doc = xml_of(s3.get("/lake/upc/dst.bin", query=f"uploadId={uid}"))
+    assert [(find_text(p, "{ns}PartNumber"), find_text(p, "{ns}Size"), find_text(p, "{ns}ETag"))
+            for p in find_all(doc, "{ns}Part")] == [("1", str(5 * MiB), e1), ("2", "5", e2),
+                                                    ("3", str(len(small)), etag)]
+    assert find_text(find_all(doc, "{ns}Part")[2], "{ns}LastModified") == modified
+    assert not (lake / "upc" / "dst.bin").exists()
+    # the two ranges, from the two sources (the whole-source part 3 is left out)
+    doc = xml_of(s3.post("/lake/upc/dst.bin", _complete_xml([(1, e1), (2, e2)]),
+                         query=f"uploadId={uid}"))
+    assert find_text(doc, "{ns}ETag") == multipart_etag(
+        [hashlib.md5(big[100:5 * MiB + 100]).digest(), hashlib.md5(small[4:9]).digest()])
+    assert (lake / "upc" / "dst.bin").read_bytes() == big[100:5 * MiB + 100] + small[4:9]
+    assert (lake / "upc" / "big.bin").read_bytes() == big  # the sources are untouched
+    assert leftovers(lake) == []
+
+
+def test_upload_part_copy_refusals(s3: S3, lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    uid = _create(s3, "/lake/upc/refused.bin")
+    path, src = "/lake/upc/refused.bin", "lake/sales/b.csv"  # 10 bytes
+    for bad in ("byte=1-2", "bytes=invalid-range", "bytes=5-2", "bytes=-2-3", "bytes=aa-1",
+                "bytes=1-aa", "bytes=3-", "bytes=-3", "bytes=0-1,3-4", "bytes=+1-2"):
+        message = error_code(_copy_part(s3, path, uid, 1, src, {"x-amz-copy-source-range": bad}),
+                             400, "InvalidArgument")
+        assert "bytes=first-last" in message, bad
+    for outside in ("bytes=0-10", "bytes=10-12", "bytes=100-200"):
+        message = error_code(_copy_part(s3, path, uid, 1, src,
+                                        {"x-amz-copy-source-range": outside}),
+                             400, "InvalidArgument")
+        assert message == "Range specified is not valid for source object of size: 10"
+    assert _copy_result(_copy_part(s3, path, uid, 1, src, {
+        "x-amz-copy-source-range": "bytes=9-9"}))[0] == md5_etag(b"9")
+    # the copy-source conditions, as CopyObject evaluates them
+    etag = s3.head("/lake/sales/b.csv").headers["etag"]
+    old, future = "Sat, 01 Jan 2000 00:00:00 GMT", "Fri, 01 Jan 2100 00:00:00 GMT"
+    for failing in ({"x-amz-copy-source-if-match": '"nope"'},
+                    {"x-amz-copy-source-if-none-match": etag},
+                    {"x-amz-copy-source-if-unmodified-since": old},
+                    {"x-amz-copy-source-if-modified-since": future}):
+        error_code(_copy_part(s3, path, uid, 2, src, failing), 412, "PreconditionFailed")
+    for holding in ({"x-amz-copy-source-if-match": etag},
+                    {"x-amz-copy-source-if-match": etag,  # If-Match wins, as RFC 7232 says
+                     "x-amz-copy-source-if-unmodified-since": old},
+                    {"x-amz-copy-source-if-none-match": '"other"',
+                     "x-amz-copy-source-if-modified-since": old}):
+        assert _copy_part(s3, path, uid, 2, src, holding).status_code == 200
+    error_code(_copy_part(s3, path, uid, 3, "lake/none.csv"), 404, "NoSuchKey")
+    error_code(_copy_part(s3, path, uid, 3, "nobucket/x.csv"), 404, "NoSuchBucket")
+    error_code(_copy_part(s3, path, uid, 3, "lake/sales/"), 400, "InvalidArgument")  # a folder
+    error_code(_copy_part(s3, path, uid, 3, "lake/sales"), 404, "NoSuchKey")
+    error_code(_copy_part(s3, path, uid, 3, "lake"), 400, "InvalidArgument")
+    error_code(_copy_part(s3, path, uid, 3, f"catalog/.s3-uploads/{uid}/upload.json"), 403,
+               "AccessDenied")
+    error_code(_copy_part(s3, "/lake/upc/other.bin", uid, 3, src), 404, "NoSuchUpload")
+    error_code(_copy_part(s3, path, "0" * 32, 3, src), 404, "NoSuchUpload")
+    error_code(_copy_part(s3, path, uid, 0, src), 400, "InvalidArgument")
+    error_code(s3.put(path, b"x", query=f"partNumber=3&uploadId={uid}",
+                      headers={"x-amz-copy-source-range": "bytes=0-0"}), 400, "InvalidArgument")
+    monkeypatch.setattr("api.s3.app.MAX_PART_BYTES", 4)
+    error_code(_copy_part(s3, path, uid, 3, src), 400, "EntityTooLarge")
+    assert _copy_part(s3, path, uid, 3, src, {"x-amz-copy-source-range": "bytes=2-5"}
+                      ).status_code == 200
+    doc = xml_of(s3.get(path, query=f"uploadId={uid}"))
+    assert [(find_text(p, "{ns}PartNumber"), find_text(p, "{ns}Size"))
+            for p in find_all(doc, "{ns}Part")] == [("1", "1"), ("2", "10"), ("3", "4")]
+
+
+def test_upload_part_copy_source_changing_while_read(s3: S3, lake: Path, gateway: S3Gateway,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    uid = _create(s3, "/lake/upc/changed.bin")
+    from api.s3.objects import ChunkReader
+
+    real = gateway.store.open_range
+
+    def shrunk(bucket: str, info: Any, start: int, end: int, **kw: Any) -> Any:
+        reader = real(bucket, info, start, end, **kw)
+        first = next(iter(reader))
+        reader.close()
+        return ChunkReader(iter([first[:3]]))  # the file lost bytes under the reader
+
+    monkeypatch.setattr(gateway.store, "open_range", shrunk)
+    error_code(_copy_part(s3, "/lake/upc/changed.bin", uid, 1, "lake/sales/b.csv"), 412,
+               "PreconditionFailed")
+    doc = xml_of(s3.get("/lake/upc/changed.bin", query=f"uploadId={uid}"))
+    assert find_all(doc, "{ns}Part") == []  # nothing staged
+
+
+def test_upload_part_copy_keeps_a_slow_copy_alive(s3: S3, gateway: S3Gateway,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("api.s3.app.KEEPALIVE_S", 0.05)
+    real = gateway.store.copy_part
+
+    def slow(*args: Any) -> Any:
+        time.sleep(0.3)
+        return real(*args)
+
+    monkeypatch.setattr(gateway.store, "copy_part", slow)
+    uid = _create(s3, "/lake/upc/slow.bin")
+    r = _copy_part(s3, "/lake/upc/slow.bin", uid, 1, "lake/sales/b.csv")
+    assert r.status_code == 200 and b"<CopyPartResult" in r.content
+    assert r.content.startswith(b'<?xml version="1.0" encoding="UTF-8"?>\n ')  # whitespace sent
+    assert _copy_result(r)[0] == md5_etag(b"0123456789")
+
+    def failing(*args: Any) -> Any:
+        time.sleep(0.3)
+        raise S3Error("PreconditionFailed", "the source object changed while it was read")
+
+    monkeypatch.setattr(gateway.store, "copy_part", failing)
+    r = _copy_part(s3, "/lake/upc/slow.bin", uid, 2, "lake/sales/b.csv")
+    assert r.status_code == 200 and b"<Error><Code>PreconditionFailed</Code>" in r.content
+
+
+# -- ListMultipartUploads ------------------------------------------------------------------------
+
+
+def _uploads_page(s3: S3, query: str) -> tuple[list[tuple[str, str]], list[str], Any]:
+    doc = xml_of(s3.get("/lake", query="uploads" + (f"&{query}" if query else "")))
+    assert doc.tag == f"{NS_XML}ListMultipartUploadsResult"
+    ups = [(find_text(u, "{ns}Key") or "", find_text(u, "{ns}UploadId") or "")
+           for u in find_all(doc, "{ns}Upload")]
+    return ups, prefixes_of(doc), doc
+
+
+def test_list_uploads_pages_by_key_then_initiation(s3: S3) -> None:
+    created: list[tuple[str, str]] = []
+    for key in ("m/b", "m/a", "m/b", "m/c", "m/a", "m/b", "m/a"):
+        created.append((key, _create(s3, f"/lake/{key}")))
+    expected = sorted(created, key=lambda t: t[0])  # stable: each key's in creation order
+    ups, _, doc = _uploads_page(s3, "")
+    assert ups == expected and find_text(doc, "{ns}MaxUploads") == "1000"
+    assert find_text(doc, "{ns}IsTruncated") == "false"
+    assert find_text(doc, "{ns}NextKeyMarker") is None
+    seen: list[tuple[str, str]] = []
+    query, pages = "max-uploads=3", 0
+    while True:
+        ups, _, doc = _uploads_page(s3, query)
+        pages += 1
+        seen += ups
+        if find_text(doc, "{ns}IsTruncated") == "false":
+            assert len(ups) == 1
+            break
+        assert len(ups) == 3
+        assert find_text(doc, "{ns}NextKeyMarker") == ups[-1][0]
+        assert find_text(doc, "{ns}NextUploadIdMarker") == ups[-1][1]
+        query = (f"max-uploads=3&key-marker={quote(ups[-1][0], safe='')}"
+                 f"&upload-id-marker={ups[-1][1]}")
+    assert pages == 3 and seen == expected
+    # key-marker alone: keys after it; with upload-id-marker: that key's later uploads too
+    assert _uploads_page(s3, "key-marker=m/a")[0] == expected[3:]
+    assert _uploads_page(s3, f"key-marker=m/a&upload-id-marker={expected[0][1]}")[0] == \
+        expected[1:]
+    assert _uploads_page(s3, "key-marker=m/z")[0] == []
+    assert _uploads_page(s3, f"upload-id-marker={expected[4][1]}")[0] == expected  # ignored
+    # a marker naming an upload that is gone keeps its place (its ID holds its start time)
+    gone = expected[4]
+    assert s3.delete(f"/lake/{gone[0]}", query=f"uploadId={gone[1]}").status_code == 204
+    assert _uploads_page(s3, f"key-marker={gone[0]}&upload-id-marker={gone[1]}")[0] == \
+        expected[5:]
+    error_code(s3.get("/lake", query="uploads&key-marker=m/a&upload-id-marker=zz"), 400,
+               "InvalidArgument")
+    for bad in ("abc", "-1", "1.5", "1_0", ""):
+        error_code(s3.get("/lake", query=f"uploads&max-uploads={bad}"), 400, "InvalidArgument")
+    assert find_text(_uploads_page(s3, "max-uploads=5000")[2], "{ns}MaxUploads") == "1000"
+    ups, _, doc = _uploads_page(s3, "max-uploads=0")
+    assert ups == [] and find_text(doc, "{ns}IsTruncated") == "false"
+    error_code(s3.get("/nobucket", query="uploads"), 404, "NoSuchBucket")
+
+
+def test_list_uploads_prefix_delimiter_and_encoding(s3: S3) -> None:
+    ids = {key: _create(s3, f"/lake/{key}") for key in (
+        "d/x/1", "d/x/2", "d/y", "d/z/3", "e/1", "d/sp ace")}
+    ups, prefixes, doc = _uploads_page(s3, "prefix=d/&delimiter=/")
+    assert ups == [("d/sp ace", ids["d/sp ace"]), ("d/y", ids["d/y"])]
+    assert prefixes == ["d/x/", "d/z/"]
+    assert (find_text(doc, "{ns}Prefix"), find_text(doc, "{ns}Delimiter")) == ("d/", "/")
+    assert find_text(doc, "{ns}EncodingType") is None
+    # one entry a page: a common prefix counts once and is not repeated on the next page
+    seen: list[str] = []
+    query = "prefix=d/&delimiter=/&max-uploads=1"
+    for _ in range(10):
+        ups, prefixes, doc = _uploads_page(s3, query)
+        assert len(ups) + len(prefixes) == 1
+        seen += [k for k, _ in ups] + prefixes
+        if find_text(doc, "{ns}IsTruncated") == "false":
+            break
+        marker = find_text(doc, "{ns}NextKeyMarker") or ""
+        assert marker == seen[-1]
+        query = f"prefix=d/&delimiter=/&max-uploads=1&key-marker={quote(marker, safe='')}"
+        id_marker = find_text(doc, "{ns}NextUploadIdMarker")
+        assert (id_marker is None) == bool(prefixes)
+        if id_marker:
+            query += f"&upload-id-marker={id_marker}"
+    assert seen == ["d/sp ace", "d/x/", "d/y", "d/z/"]
+    assert _uploads_page(s3, "delimiter=/")[1] == ["d/", "e/"]
+    assert [k for k, _ in _uploads_page(s3, "prefix=d/x/")[0]] == ["d/x/1", "d/x/2"]
+    ups, prefixes, doc = _uploads_page(s3, "prefix=d/&delimiter=/&encoding-type=url&"
+                                           "key-marker=d/a%20b")
+    assert [k for k, _ in ups] == ["d/sp%20ace", "d/y"]
+    assert find_text(doc, "{ns}EncodingType") == "url"
+    assert find_text(doc, "{ns}KeyMarker") == "d/a%20b"
+    error_code(s3.get("/lake", query="uploads&encoding-type=base64"), 400, "InvalidArgument")
