@@ -499,12 +499,16 @@ def _cmd_transform_status(args: argparse.Namespace) -> int:
         ["written", f"{_mb(job['bytes_written'])}, {job['rows_written']:,} rows, "
                     f"{job['files_written']} file(s)"],
         ["table version", job.get("table_version")]])
+    # Jobs with unparseable=side-file: the rows also written to side files, per partition.
+    side = any(t.get("unparseable_rows") is not None for t in job["partitions"])
     print("\npartitions:")
-    _print_rows(["PARTITION", "STATE", "READ", "ROWS", "WRITTEN", "FILES", "VERSION", "ERROR"],
+    _print_rows(["PARTITION", "STATE", "READ", "ROWS", "WRITTEN", "FILES", "VERSION"]
+                + (["UNPARSEABLE"] if side else []) + ["ERROR"],
                 [[t["partition"] or "(table)", t["state"],
                   f"{_mb(t['bytes_read'])}/{_mb(t['bytes_total'])}", t["rows_written"],
-                  _mb(t["bytes_written"]), t["files_written"], t.get("layout_version"),
-                  t.get("error")] for t in job["partitions"]], indent="  ")
+                  _mb(t["bytes_written"]), t["files_written"], t.get("layout_version")]
+                 + ([t.get("unparseable_rows")] if side else []) + [t.get("error")]
+                 for t in job["partitions"]], indent="  ")
     return 0
 
 

@@ -181,6 +181,9 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     );
     CREATE INDEX fs_persist_queue_path ON fs_persist_queue (path)
     """,
+    # 7: a transformation task's count of source rows with unparseable values written to its
+    # side file (definitions with ``unparseable=side-file``; NULL otherwise).
+    "ALTER TABLE transform_tasks ADD COLUMN unparseable_rows INTEGER",
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -553,7 +556,7 @@ class StateStore:
                  "cancel_requested, error, table_version, created_at, started_at, finished_at")
     _TASK_COLS = ("job_id, partition_name, state, output_path, source_fingerprint, bytes_total, "
                   "bytes_read, rows_read, bytes_written, rows_written, files_written, layout, "
-                  "error, started_at, finished_at")
+                  "error, started_at, finished_at, unparseable_rows")
 
     @staticmethod
     def insert_job(conn: sqlite3.Connection, job: JobRecord) -> int:
@@ -590,7 +593,7 @@ class StateStore:
         """Set columns of a task (progress counters, state, layout JSON, error, times)."""
         allowed = {"state", "bytes_total", "bytes_read", "rows_read", "bytes_written",
                    "rows_written", "files_written", "layout", "error", "started_at",
-                   "finished_at"}
+                   "finished_at", "unparseable_rows"}
         bad = set(fields) - allowed
         if bad:
             raise ValueError(f"not task columns: {sorted(bad)}")
@@ -709,6 +712,8 @@ class TaskRecord:
     error: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    #: Source rows written to the side file (``unparseable=side-file``), None otherwise.
+    unparseable_rows: int | None = None
 
 
 def _job_record(r: tuple[Any, ...]) -> JobRecord:

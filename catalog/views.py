@@ -135,6 +135,9 @@ class TransformTaskOut(BaseModel):
     error: str | None = None
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    unparseable_rows: int | None = Field(
+        default=None, description="source rows with unparseable values, also written to the "
+                                  "job's side file (unparseable=side-file; else null)")
 
 
 class TransformJobOut(BaseModel):

@@ -21,6 +21,14 @@ Rules (one place, one wording; every error is an :class:`InvalidOptionError` nam
   ``max(target, min)``.
 * ``sort.by`` is a comma-separated list of distinct SQL identifiers (``[A-Za-z_][A-Za-z0-9_]*``).
   An override cannot clear a default ``sort.by`` (an empty value is an error).
+* ``unparseable`` (case-insensitive) is what becomes of a text field that cannot be parsed as its
+  column's Hive type (LazySimpleSerDe sources: a field that is neither the NULL format nor empty,
+  of a numeric, boolean, date or timestamp column, whose value Hive reads as NULL; see
+  :mod:`catalog.transform.executor`): ``null`` (default: NULL, as Hive reads it, silently),
+  ``fail`` (the partition, so the job, fails naming the file, line, column and value of the
+  first one) or ``side-file`` (NULL in the served data, as Hive reads it, and the row also
+  written to a Parquet side file outside the served directory). Left out of :meth:`to_text`
+  when ``null``.
 * Merging: keys given in a job's definition override the database default, key by key
   (:func:`merge`); :attr:`TransformDefinition.given` records which keys a definition set.
 """
@@ -46,6 +54,8 @@ MAX_BYTES = PiB
 MAX_FILE_COUNT = 1_000_000
 
 COMPRESSIONS: tuple[str, ...] = ("snappy", "zstd", "gzip", "lz4", "none")
+#: Values of ``unparseable``; the first is the default (Hive's behaviour).
+UNPARSEABLE_MODES: tuple[str, ...] = ("null", "fail", "side-file")
 
 #: Unit suffix (lower case) -> multiplier. 1024-based throughout.
 UNITS: dict[str, int] = {
@@ -65,6 +75,7 @@ _KEY_FIELDS: dict[str, str] = {
     "file.parquet.compression": "compression",
     "row.group.size": "row_group_size",
     "sort.by": "sort_by",
+    "unparseable": "unparseable",
 }
 #: The keys a definition understands, in canonical order.
 KNOWN_KEYS: tuple[str, ...] = tuple(_KEY_FIELDS)
@@ -146,6 +157,14 @@ def _parse_sort_by(key: str, raw: str) -> tuple[str, ...]:
     return columns
 
 
+def _parse_unparseable(key: str, raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in UNPARSEABLE_MODES:
+        raise InvalidOptionError(
+            f"{key} must be one of {', '.join(UNPARSEABLE_MODES)}, got '{raw}'")
+    return value
+
+
 @dataclass(frozen=True)
 class TransformDefinition:
     """A validated transformation definition (immutable). Construct directly or via
@@ -161,6 +180,8 @@ class TransformDefinition:
     compression: str = "snappy"
     row_group_size: int = 128 * MiB
     sort_by: tuple[str, ...] = ()
+    #: What becomes of unparseable text values: one of :data:`UNPARSEABLE_MODES`.
+    unparseable: str = "null"
     given: frozenset[str] = field(default=frozenset(), compare=False)
 
     def __post_init__(self) -> None:
@@ -173,6 +194,10 @@ class TransformDefinition:
             raise InvalidOptionError(
                 f"file.parquet.compression must be one of {', '.join(COMPRESSIONS)}, "
                 f"got '{self.compression}'")
+        if self.unparseable not in UNPARSEABLE_MODES:
+            raise InvalidOptionError(
+                f"unparseable must be one of {', '.join(UNPARSEABLE_MODES)}, "
+                f"got '{self.unparseable}'")
         if not isinstance(self.sort_by, tuple):
             object.__setattr__(self, "sort_by", tuple(self.sort_by))
         if self.sort_by:
@@ -190,8 +215,9 @@ class TransformDefinition:
 
     def to_text(self, *, given_only: bool = False) -> str:
         """Canonical text (keys in :data:`KNOWN_KEYS` order, ``"; "``-joined, sizes in binary units);
-        ``parse_definition(d.to_text()) == d``. Unset ``file.size.target`` and empty ``sort.by`` are
-        left out; ``given_only`` writes only the keys in :attr:`given`."""
+        ``parse_definition(d.to_text()) == d``. Unset ``file.size.target``, empty ``sort.by`` and
+        ``unparseable=null`` (the default) are left out; ``given_only`` writes only the keys in
+        :attr:`given` (a given ``unparseable=null`` too: an override of another default)."""
         parts: list[str] = []
         for key, attr in _KEY_FIELDS.items():
             if given_only and key not in self.given:
@@ -199,6 +225,8 @@ class TransformDefinition:
             value: Any = getattr(self, attr)
             if value is None or value == ():
                 continue
+            if key == "unparseable" and value == "null" and not given_only:
+                continue  # the default; definitions written before the key read the same
             if key == "sort.by":
                 text = ",".join(value)
             elif key in ("file.size.min", "file.size.target", "row.group.size"):
@@ -226,6 +254,7 @@ _PARSERS = {
     "row.group.size": parse_bytes,
     "file.parquet.compression": _parse_compression,
     "sort.by": _parse_sort_by,
+    "unparseable": _parse_unparseable,
 }
 
 
@@ -264,7 +293,8 @@ def merge(defaults: TransformDefinition, override: TransformDefinition) -> Trans
 
 
 __all__ = [
-    "COMPRESSIONS", "KNOWN_KEYS", "MAX_BYTES", "MAX_FILE_COUNT", "UNITS", "TransformDefinition",
+    "COMPRESSIONS", "KNOWN_KEYS", "MAX_BYTES", "MAX_FILE_COUNT", "UNITS", "UNPARSEABLE_MODES",
+    "TransformDefinition",
     "format_bytes", "merge", "parse_bytes", "parse_definition",
 ]
 

@@ -30,6 +30,18 @@ Rules:
   is read, one table waits for the writer). With ``sort.by`` the output group's rows
   go into an on-disk DuckDB table in a temporary directory and come back sorted by DuckDB (half
   the limit, one thread, spilling past it), in row-group-sized batches.
+* Unparseable text values (``unparseable``; see
+  :func:`catalog.transform.source.iter_source_groups` for which values and the line numbering):
+  ``null`` reads them as NULL, as Hive does; ``fail`` fails the partition with the
+  :class:`InvalidInputError` of the first one (file, line, column, raw value); ``side-file``
+  serves them as NULL too (the layout is the one ``null`` writes) and writes each value also to
+  ``{unparseable_dir(output_dir)}/part-{i}.parquet`` (the output directory's sibling
+  ``_unparseable-<name>``: outside what engines read, hidden by its ``_``; only for output
+  files with such values), through the same namespace, one row per value: ``source_file``,
+  ``line``, ``column``, ``column_type``, ``value`` (the raw field) and ``raw_line``, in file,
+  line and column order; its footer's ``strata.unparseable.rows`` is the number of source rows
+  (:func:`unparseable_rows` sums them). The side directory is deleted with the output on
+  failure, and first when it exists (an earlier attempt's).
 * An empty plan (no output groups) writes no file: the directory is created with ``fs.mkdirs`` and
   engines read an empty directory as no rows; the layout says ``numRows=0``, ``numFiles=0``.
 * ``progress(bytes_read, rows_read, bytes_written, rows_written)`` is called with running totals
@@ -85,7 +97,12 @@ from catalog.fs.namespace import Namespace
 from catalog.models import Column, ColumnStatistics, Layout, Partition, SerDe, Table
 from catalog.transform.definition import TransformDefinition
 from catalog.transform.planner import PartitionPlan
-from catalog.transform.source import arrow_schema, configure_duckdb, iter_source_groups
+from catalog.transform.source import (
+    UNPARSEABLE_SCHEMA,
+    arrow_schema,
+    configure_duckdb,
+    iter_source_groups,
+)
 from catalog.udb.directory import PARQUET_INPUT, PARQUET_OUTPUT, PARQUET_SERDE
 
 #: Distinct values kept per column for an exact ``numDVs``.
@@ -98,6 +115,11 @@ PROGRESS_EVERY_S = 0.05
 #: A column is dictionary-encoded in a file unless its first row groups have more distinct
 #: values than this fraction of their non-NULL values.
 DICTIONARY_MAX_RATIO = 0.125
+#: Name prefix of a layout's side-file directory (``unparseable=side-file``), next to it.
+UNPARSEABLE_PREFIX = "_unparseable-"
+#: Side rows buffered before a row group of the side file is written.
+SIDE_FLUSH_BYTES = 8 << 20
+_ROWS_KEY = b"strata.unparseable.rows"
 
 _COMPRESSION = {"snappy": "SNAPPY", "zstd": "ZSTD", "gzip": "GZIP", "lz4": "LZ4", "none": "NONE"}
 _EPOCH = dt.date(1970, 1, 1)
@@ -110,6 +132,10 @@ class TransformCancelled(CatalogError):
 
 
 ProgressFn = Callable[[int, int, int, int], None]
+#: A :class:`_ReadAhead`'s source: ``read(groups, on_bytes(group, n), on_side(group, side
+#: rows, row count))``, the ``(group, table)`` batches in order.
+_ReadFn = Callable[[list[list[str]], Callable[[int, int], None],
+                    Callable[[int, pa.Table, int], None]], Iterator[tuple[int, pa.Table]]]
 
 
 # -- statistics -----------------------------------------------------------------------------------
@@ -484,6 +510,84 @@ class _FileWriter:
             self.writer.close()
 
 
+# -- unparseable values (``unparseable=side-file``) ------------------------------------------------
+
+def unparseable_dir(output_dir: str) -> str:
+    """Where the side files of the layout written to ``output_dir`` go: its sibling
+    ``_unparseable-<name>`` (outside the served directory; hidden by its ``_``)."""
+    parent, _, name = output_dir.rstrip("/").rpartition("/")
+    return f"{parent}/{UNPARSEABLE_PREFIX}{name}"
+
+
+def _exists(fs: Namespace, path: str) -> bool:
+    mount, uri = fs.resolve(path)
+    return bool(fs.ufs(mount).exists(uri))
+
+
+def unparseable_rows(fs: Namespace, output_dir: str) -> int:
+    """The number of source rows in the side files of the layout written to ``output_dir``
+    (from their footers; 0 when there are none)."""
+    side = unparseable_dir(output_dir)
+    mount, uri = fs.resolve(side)
+    ufs = fs.ufs(mount)
+    entries = ufs.list(uri)
+    total = 0
+    for e in entries or []:
+        if e.is_dir or not e.name.endswith(".parquet"):
+            continue
+        with ufs.open_input(e.uri) as f:
+            meta = pq.read_metadata(f).metadata or {}
+        total += int(meta.get(_ROWS_KEY, b"0"))
+    return total
+
+
+class _SideWriter:
+    """One output file's side file of unparseable values (:data:`UNPARSEABLE_SCHEMA`), opened
+    with its first rows (no rows, no file), buffered up to :data:`SIDE_FLUSH_BYTES` per row
+    group; its footer keeps the number of source rows (``strata.unparseable.rows``)."""
+
+    def __init__(self, fs: Namespace, path: str) -> None:
+        self.fs = fs
+        self.path = path
+        self.sink: Any = None
+        self.writer: pq.ParquetWriter | None = None
+        self.buffer: list[pa.Table] = []
+        self.buffered = 0
+        self.rows = 0
+
+    def add(self, side: pa.Table, rows: int) -> None:
+        self.rows += rows
+        self.buffer.append(side)
+        self.buffered += side.nbytes
+        if self.buffered >= SIDE_FLUSH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.buffer:
+            return
+        if self.writer is None:
+            self.sink = self.fs.open_output(self.path)
+            self.writer = pq.ParquetWriter(self.sink, UNPARSEABLE_SCHEMA, compression="ZSTD")
+        self.writer.write_table(pa.concat_tables(self.buffer))
+        self.buffer, self.buffered = [], 0
+
+    def close(self) -> None:
+        self._flush()
+        if self.writer is None:
+            return
+        self.writer.add_key_value_metadata({_ROWS_KEY.decode(): str(self.rows)})
+        self.writer.close()
+        self.sink.close()
+
+    def abort(self) -> None:
+        self.buffer = []
+        if self.writer is not None:
+            try:
+                self.writer.close()
+            finally:
+                self.sink.abort()
+
+
 def _cast(t: pa.Table, schema: pa.Schema) -> pa.Table:
     if t.schema.equals(schema):
         return t
@@ -501,13 +605,11 @@ class _ReadAhead:
     """The source batches of output groups, read in order on a thread of its own (the reader's
     DuckDB query runs while the calling thread computes statistics and encodes Parquet), at
     most ``depth`` tables ahead of their consumer; reading goes on into the next group while
-    the previous one's file is finished. Progress events (bytes of text taken in) reach the
-    consumer in order, on its thread. :meth:`close` stops the thread and waits for it."""
+    the previous one's file is finished. Progress events (bytes of text taken in) and a
+    batch's unparseable side rows (before its table) reach the consumer in order, on its
+    thread. :meth:`close` stops the thread and waits for it."""
 
-    def __init__(self, groups: list[list[str]],
-                 read: Callable[[list[list[str]], Callable[[int, int], None]],
-                                Iterator[tuple[int, pa.Table]]],
-                 depth: int = 1) -> None:
+    def __init__(self, groups: list[list[str]], read: _ReadFn, depth: int = 1) -> None:
         self.groups = groups
         self.read = read
         self.depth = depth
@@ -557,7 +659,11 @@ class _ReadAhead:
                 if to < len(self.groups):
                     tell(to)
 
-            for i, t in self.read(self.groups, on_bytes):
+            def on_side(group: int, side: pa.Table, rows: int) -> None:
+                advance(group)  # a batch of ``group``: the groups before it are complete
+                self._put(("side", group, (side, rows)))
+
+            for i, t in self.read(self.groups, on_bytes, on_side):
                 advance(i)
                 self._put(("table", i, t))
                 del t
@@ -570,8 +676,8 @@ class _ReadAhead:
                 self.cond.notify_all()
 
     def group(self, i: int) -> Iterator[tuple[str, Any]]:
-        """Group ``i``'s events, ``("bytes", n)`` and ``("table", t)``, until its end; the
-        groups must be taken in order, each to its end."""
+        """Group ``i``'s events, ``("bytes", n)``, ``("side", (rows, count))`` and
+        ``("table", t)``, until its end; the groups must be taken in order, each to its end."""
         assert i == self.next_group, "groups are read in order"
         while True:
             with self.cond:
@@ -599,39 +705,39 @@ class _ReadAhead:
 
 
 def _source_reader(table: Table, partition: Partition | None, fs: Namespace,
-                   memory_limit_bytes: int | None
-                   ) -> Callable[[list[list[str]], Callable[[int, int], None]],
-                                 Iterator[tuple[int, pa.Table]]]:
+                   memory_limit_bytes: int | None, unparseable: str = "null") -> _ReadFn:
     """The read function of a :class:`_ReadAhead`: the Hive-semantics source reader over all
     the groups, its DuckDB on all CPUs but one (the writing thread's)."""
     sd = partition.sd if partition is not None else table.sd
     threads = max(1, (os.cpu_count() or 1) - 1)
 
-    def read(groups: list[list[str]], on_bytes: Callable[[int, int], None]
-             ) -> Iterator[tuple[int, pa.Table]]:
+    def read(groups: list[list[str]], on_bytes: Callable[[int, int], None],
+             on_side: Callable[[int, pa.Table, int], None]) -> Iterator[tuple[int, pa.Table]]:
         return iter_source_groups(groups, sd, table.sd.columns, table.parameters, fs,
                                   memory_limit_bytes=memory_limit_bytes, threads=threads,
-                                  on_bytes=on_bytes)
+                                  on_bytes=on_bytes, unparseable=unparseable,
+                                  on_unparseable=on_side)
     return read
 
 
 def _events_in_line(table: Table, partition: Partition | None, fs: Namespace,
-                    memory_limit_bytes: int | None, files: list[str]
+                    memory_limit_bytes: int | None, files: list[str], unparseable: str = "null"
                     ) -> Iterator[tuple[str, Any]]:
     """:meth:`_ReadAhead.group`'s events of one group read on the calling thread, one batch at a
     time (for sorting: the sort's DuckDB has the memory)."""
     sd = partition.sd if partition is not None else table.sd
-    told: list[int] = []
-    for _, t in iter_source_groups([files], sd, table.sd.columns, table.parameters, fs,
-                                   memory_limit_bytes=memory_limit_bytes,
-                                   on_bytes=lambda group, n: told.append(n), overlap=False):
-        for n in told:
-            yield "bytes", n
+    told: list[tuple[str, Any]] = []
+    for _, t in iter_source_groups(
+            [files], sd, table.sd.columns, table.parameters, fs,
+            memory_limit_bytes=memory_limit_bytes,
+            on_bytes=lambda group, n: told.append(("bytes", n)), overlap=False,
+            unparseable=unparseable,
+            on_unparseable=lambda group, side, rows: told.append(("side", (side, rows)))):
+        yield from told
         told.clear()
         yield "table", t
         del t
-    for n in told:
-        yield "bytes", n
+    yield from told
 
 
 def _write_group(i: int, files: list[str], *, table: Table, partition: Partition | None,
@@ -640,12 +746,14 @@ def _write_group(i: int, files: list[str], *, table: Table, partition: Partition
                  memory_limit_bytes: int | None = None,
                  read_ahead: tuple[_ReadAhead, int] | None = None,
                  on_progress: Callable[[int, int], None] | None = None) -> tuple[int, int]:
-    """Write output file ``i`` from ``files``; ``(rows, bytes)`` written. The files are read
-    ahead on a thread of their own (``read_ahead``: a read-ahead over several groups and the
-    index of this one in it), while the calling thread computes statistics and encodes
-    Parquet."""
+    """Write output file ``i`` from ``files`` (and its side file, ``unparseable=side-file``);
+    ``(rows, bytes)`` written. The files are read ahead on a thread of their own
+    (``read_ahead``: a read-ahead over several groups and the index of this one in it), while
+    the calling thread computes statistics and encodes Parquet."""
+    mode = definition.unparseable
     if read_ahead is None and not sort_keys:
-        own = _ReadAhead([files], _source_reader(table, partition, fs, memory_limit_bytes))
+        own = _ReadAhead([files], _source_reader(table, partition, fs, memory_limit_bytes,
+                                                 mode))
         try:
             return _write_group(i, files, table=table, partition=partition,
                                 definition=definition, fs=fs, output_dir=output_dir,
@@ -654,8 +762,10 @@ def _write_group(i: int, files: list[str], *, table: Table, partition: Partition
                                 on_progress=on_progress)
         finally:
             own.close()
-    events = (_events_in_line(table, partition, fs, memory_limit_bytes, files)
+    events = (_events_in_line(table, partition, fs, memory_limit_bytes, files, mode)
               if read_ahead is None else read_ahead[0].group(read_ahead[1]))
+    side = (_SideWriter(fs, f"{unparseable_dir(output_dir)}/part-{i}.parquet")
+            if mode == "side-file" else None)
     row_group_bytes = definition.row_group_size
     if memory_limit_bytes is not None:
         row_group_bytes = max(1 << 20, min(row_group_bytes, memory_limit_bytes // 4))
@@ -669,6 +779,10 @@ def _write_group(i: int, files: list[str], *, table: Table, partition: Partition
                     if kind == "bytes":
                         if on_progress is not None:
                             on_progress(0, payload)
+                        continue
+                    if kind == "side":
+                        if side is not None:
+                            side.add(*payload)
                         continue
                     t = _cast(payload, schema)
                     del payload
@@ -685,11 +799,15 @@ def _write_group(i: int, files: list[str], *, table: Table, partition: Partition
                 writer.add(t)
                 del t
             size = writer.close()
+            if side is not None:
+                side.close()
         except BaseException:
-            try:
-                writer.abort()
-            except Exception:  # noqa: BLE001 - the original error matters
-                pass
+            for w in (writer, side):
+                try:
+                    if w is not None:
+                        w.abort()
+                except Exception:  # noqa: BLE001 - the original error matters
+                    pass
             raise
     finally:
         sink.close()
@@ -717,13 +835,17 @@ def execute_partition(plan: PartitionPlan, *, table: Table, partition: Partition
     schema = arrow_schema(columns)
     stats = _PartitionStats(columns, schema)
     location = fs.resolve(output_dir)[1]
+    side_dir = unparseable_dir(output_dir) if definition.unparseable == "side-file" else None
     bytes_read = rows_written = bytes_written = 0
     try:
+        if side_dir is not None and _exists(fs, side_dir):
+            fs.delete(side_dir, recursive=True)  # an earlier attempt's
         fs.mkdirs(output_dir)
         # Reading runs on into the next output group, except when sorting: the sort's DuckDB
         # then has the memory (half the limit) to itself.
         ahead = None if sort_keys else _ReadAhead(
-            plan.output_files, _source_reader(table, partition, fs, memory_limit_bytes))
+            plan.output_files, _source_reader(table, partition, fs, memory_limit_bytes,
+                                              definition.unparseable))
         try:
             for i, files in enumerate(plan.output_files):
                 planned = plan.estimated_bytes[i] if i < len(plan.estimated_bytes) else 0
@@ -758,10 +880,12 @@ def execute_partition(plan: PartitionPlan, *, table: Table, partition: Partition
             if ahead is not None:
                 ahead.close()
     except BaseException:
-        try:
-            fs.delete(output_dir, recursive=True)
-        except Exception:  # noqa: BLE001 - keep the original error
-            pass
+        for d in (output_dir, side_dir):
+            try:
+                if d is not None and (d == output_dir or _exists(fs, d)):
+                    fs.delete(d, recursive=True)
+            except Exception:  # noqa: BLE001 - keep the original error
+                pass
         raise
     return Layout(
         partition=plan.name, version=version, location=location,
@@ -772,4 +896,5 @@ def execute_partition(plan: PartitionPlan, *, table: Table, partition: Partition
         column_stats=stats.result(), source_fingerprint=source_fingerprint)
 
 
-__all__ = ["DISTINCT_CAP", "TransformCancelled", "execute_partition"]
+__all__ = ["DISTINCT_CAP", "UNPARSEABLE_PREFIX", "TransformCancelled", "execute_partition",
+           "unparseable_dir", "unparseable_rows"]

@@ -23,7 +23,13 @@ tables ``transform_jobs`` / ``transform_tasks``), so that it survives a restart:
   (their partial output deleted first). A job whose table is gone fails and is cleaned up.
 * Garbage: layouts retired more than ``transform_gc_grace_s`` ago are deleted (files, then the
   row), never a current one; directories under ``_transformed`` that no layout and no active
-  task references (a crash between writing and recording) are deleted too.
+  task references (a crash between writing and recording) are deleted too. A layout's side
+  files of unparseable values (``unparseable=side-file``: ``_unparseable-<job id>`` next to
+  it, see :func:`catalog.transform.executor.unparseable_dir`) are kept as long as their job
+  is (``transform_jobs_kept``), whatever its state, and collected after.
+* A task's ``unparseable_rows`` (``side-file`` jobs: the source rows written to its side
+  files, read from their footers when it succeeds) is recorded with its progress and shown
+  in its status, when the state store and the status model have that field.
 * Policy (:mod:`catalog.transform.policy`): ``on-change`` listens to syncs and submits the
   partitions a sync reverted or added (after the table's running job, if any); ``cron:<expr>``
   submits every table's untransformed partitions on schedule.
@@ -50,7 +56,11 @@ from catalog.exceptions import (
 from catalog.models import Layout, Partition, Table
 from catalog.store import JobRecord, TaskRecord
 from catalog.transform.definition import merge, parse_definition
-from catalog.transform.executor import TransformCancelled
+from catalog.transform.executor import (
+    UNPARSEABLE_PREFIX,
+    TransformCancelled,
+    unparseable_rows,
+)
 from catalog.transform.executors import Executor, PartitionTask, load_executor
 from catalog.transform.planner import PartitionInput, plan_partition
 from catalog.transform.policy import CRON, ON_CHANGE, TransformPolicy, cron_trigger
@@ -92,6 +102,7 @@ class _Progress:
     rows_read: int = 0
     bytes_written: int = 0
     rows_written: int = 0
+    unparseable_rows: int | None = None
     saved_at: float = 0.0
 
 
@@ -404,7 +415,8 @@ class TransformService:
         with self.store.transaction() as conn:
             self.store.update_task(conn, job_id, name, state=RUNNING, started_at=started,
                                    finished_at=None, error=None, bytes_read=0, rows_read=0,
-                                   bytes_written=0, rows_written=0, files_written=0, layout=None)
+                                   bytes_written=0, rows_written=0, files_written=0, layout=None,
+                                   unparseable_rows=None)
         progress = active.progress.setdefault(name, _Progress())
         try:
             self._remove_output(task.output_path, strict=True)  # a crashed attempt's leftovers
@@ -447,6 +459,11 @@ class TransformService:
         progress.rows_written = int(params.get("numRows", progress.rows_written))
         progress.rows_read = max(progress.rows_read, progress.rows_written)
         progress.bytes_written = int(params.get("totalSize", progress.bytes_written))
+        if definition.unparseable == "side-file":
+            try:
+                progress.unparseable_rows = unparseable_rows(fs, task.output_path)
+            except (CatalogError, OSError, ValueError) as e:
+                log.warning("could not count the unparseable rows of %s: %s", where, e)
         self._end_task(job_id, name, SUCCEEDED, progress, error=None,
                        layout=layout.model_dump_json(), files=int(params.get("numFiles", 0)))
 
@@ -456,7 +473,8 @@ class TransformService:
             self.store.update_task(conn, job_id, name, state=state, error=error, layout=layout,
                                    files_written=files, bytes_read=p.bytes_read,
                                    rows_read=p.rows_read, bytes_written=p.bytes_written,
-                                   rows_written=p.rows_written, finished_at=time.time())
+                                   rows_written=p.rows_written, finished_at=time.time(),
+                                   unparseable_rows=p.unparseable_rows)
 
     def _data_files(self, location: str) -> list[tuple[str, int]]:
         """The data files of a partition: files directly in ``location``, hidden names skipped."""
@@ -659,6 +677,7 @@ class TransformService:
                     ufs, uri = fs.location_of(layout.location)
                     if ufs.exists(uri):
                         ufs.delete(uri, recursive=True)
+                        fs.forget(uri, recursive=True)
                 except CatalogError as e:
                     log.warning("could not delete retired layout %s: %s", layout.location, e)
                     continue
@@ -672,25 +691,30 @@ class TransformService:
         return found is not None and found[0].path == CATALOG_ROOT
 
     def _collect_orphans(self, now: float) -> int:
-        """Delete layout directories under ``/catalog/*/tables/*/_transformed`` that nothing
-        references. Listed first, references read after: a directory created meanwhile is
-        referenced by then (its task row is written before its first file)."""
+        """Delete layout directories under the ``_transformed`` folders of the tables the store
+        knows (a kept job or a layout names them) that nothing references: one listing per such
+        table, never the whole catalog. Listed first, references read after: a directory created
+        meanwhile is referenced by then (its task row is written before its first file)."""
         fs = self.service.fs
-        mount, root_uri = fs.resolve(CATALOG_ROOT)
+        mount, _ = fs.resolve(CATALOG_ROOT)
         ufs = fs.ufs(mount)
-        try:
-            entries = ufs.list(root_uri, recursive=True) or []
-        except CatalogError as e:
-            log.warning("cannot list %s for orphans: %s", CATALOG_ROOT, e)
-            return 0
+        roots = {fs.resolve(output_root(j.db_name, j.table_name))[1].rstrip("/")
+                 for j in self.store.jobs()}
+        for loc in self.store.layout_locations():
+            head, sep, _ = loc.partition("/_transformed/")
+            if sep and self._inside_catalog(loc):
+                roots.add(head + "/_transformed")
         dirs: set[str] = set()
-        for entry in entries:
-            if entry.is_dir:
+        for root in sorted(roots):
+            try:
+                entries = ufs.list(root, recursive=True) or []
+            except CatalogError as e:
+                log.warning("cannot list %s for orphans: %s", root, e)
                 continue
-            parts = entry.rel.split("/")
-            # <db>/tables/<table>/_transformed/[<partition...>/]<version>/<file>
-            if len(parts) >= 6 and parts[1] == "tables" and parts[3] == "_transformed":
-                dirs.add(entry.uri.rsplit("/", 1)[0])
+            for entry in entries:
+                # [<partition...>/]<version>/<file>, or _unparseable-<job id>/<file>
+                if not entry.is_dir and "/" in entry.rel:
+                    dirs.add(entry.uri.rsplit("/", 1)[0])
         if not dirs:
             return 0
         referenced = {loc.rstrip("/") for loc in self.store.layout_locations()}
@@ -698,8 +722,14 @@ class TransformService:
             referenced.add(fs.resolve(path)[1].rstrip("/"))
         removed = 0
         for d in sorted(dirs - referenced):
+            name = d.rsplit("/", 1)[-1]
+            if name.startswith(UNPARSEABLE_PREFIX):  # side files: kept with their job
+                job = name[len(UNPARSEABLE_PREFIX):]
+                if job.isdigit() and self.store.job(int(job)) is not None:
+                    continue
             try:
                 ufs.delete(d, recursive=True)
+                fs.forget(d, recursive=True)
                 removed += 1
                 log.info("removed unreferenced transformation output %s", d)
             except CatalogError as e:
@@ -726,7 +756,8 @@ class TransformService:
                 files_written=t.files_written,
                 layout_version=layout.version if layout else None,
                 location=layout.location if layout else None, error=t.error,
-                started_at=_dt(t.started_at), finished_at=_dt(t.finished_at)))
+                started_at=_dt(t.started_at), finished_at=_dt(t.finished_at),
+                unparseable_rows=t.unparseable_rows))
         end = job.finished_at if job.finished_at is not None else (
             time.time() if job.started_at is not None else None)
         duration = (end - job.started_at) if (end is not None and job.started_at) else None

@@ -60,10 +60,12 @@ Serdes
     field (before unescaping) means NULL, for every column type;
   - missing trailing fields are NULL, extra fields are ignored; with
     ``serialization.last.column.takes.rest=true`` the last column keeps the rest of the line;
-  - a field that does not parse as its column's type is NULL (never an error), parsed like Hive's
-    lazy objects: integers ``[+-]digits`` with an optional ``.digits`` tail that is truncated,
-    out-of-range NULL, no blanks; float/double as Java's ``parseDouble`` (surrounding blanks,
-    ``NaN``, ``Infinity``, ``f``/``d`` suffixes, overflow to infinity; hex floats are NULL here);
+  - a field that does not parse as its column's type is NULL (never an error; an executor can
+    also have such fields reported, or fail on them: ``unparseable`` of
+    :func:`iter_source_groups`), parsed like Hive's lazy objects: integers ``[+-]digits``
+    with an optional ``.digits`` tail that is truncated, out-of-range NULL, no blanks;
+    float/double as Java's ``parseDouble`` (surrounding blanks, ``NaN``, ``Infinity``,
+    ``f``/``d`` suffixes, overflow to infinity; hex floats are NULL here);
     decimal(p,s) rounded half-up to ``s``, NULL when it needs more than ``p - s`` integer digits;
     boolean ``true``/``false`` in any case, anything else NULL; date ``yyyy-M-d`` (blanks trimmed,
     anything after a space ignored), an impossible date NULL; timestamp ``yyyy-M-d[( |T)H:m[:s[.f]]]``
@@ -475,7 +477,33 @@ def _typed(f: str, unescaped: str, hive_type: str, name: str) -> str:
         f"column '{name}' of type '{hive_type}': complex types in text files are not supported yet")
 
 
-def _lazy_simple_sql(columns: list[Column], params: dict[str, str]) -> str:
+def _can_be_unparseable(hive_type: str) -> bool:
+    """Whether a field of ``hive_type`` can be unparseable (not the NULL format, not empty, read
+    as NULL by Hive): numbers, boolean, date and timestamp. Strings take any text and binary
+    falls back to the raw bytes."""
+    t = hive_type.strip().lower()
+    return (t in _INT_SQL or t in ("float", "double", "double precision", "boolean", "date",
+                                   "timestamp") or _base_name(t) in ("decimal", "numeric"))
+
+
+def _with_checks(inner: str, n: int, checks: list[int], null_format: str) -> str:
+    """``inner`` (typed columns ``c0``.. and the raw field ``r<i>`` of each checked column ``i``)
+    with, after the ``n`` typed columns, one column ``u<i>`` per checked column: its raw field
+    where that is unparseable (not NULL, not the NULL format, not empty, typed as NULL), else
+    NULL."""
+    outs = [f"c{i}" for i in range(n)]
+    for i in checks:
+        cond = f"r{i} IS NOT NULL AND r{i} <> ''"
+        if null_format:
+            cond += f" AND r{i} <> {_sql_str(null_format)}"
+        outs.append(f"CASE WHEN {cond} AND c{i} IS NULL THEN r{i} END AS u{i}")
+    return f"SELECT {', '.join(outs)} FROM ({inner})"
+
+
+def _lazy_simple_sql(columns: list[Column], params: dict[str, str],
+                     checks: list[int] | None = None) -> str:
+    """The typing query over a table ``lines``; with ``checks`` (column indexes), followed by
+    their unparseable fields (:func:`_with_checks`)."""
     delim = _serde_byte(params.get("field.delim", params.get("serialization.format")), "\x01")
     null_format = params.get("serialization.null.format", "\\N")
     esc_param = params.get("escape.delim")
@@ -512,8 +540,11 @@ def _lazy_simple_sql(columns: list[Column], params: dict[str, str]) -> str:
             unescaped = part
         selects.append(f"CASE WHEN {raw} = {_sql_str(null_format)} THEN NULL ELSE "
                        f"{_typed(raw, unescaped, col.type, col.name)} END AS c{i}")
-    return (f"SELECT {', '.join(selects) or 'NULL AS c0'} "
-            f"FROM (SELECT {fields} AS fields FROM lines)")
+        if checks and i in checks:
+            selects.append(f"{raw} AS r{i}")
+    sql = (f"SELECT {', '.join(selects) or 'NULL AS c0'} "
+           f"FROM (SELECT {fields} AS fields FROM lines)")
+    return _with_checks(sql, n, checks, null_format) if checks else sql
 
 
 def _open_csv_sql(columns: list[Column], params: dict[str, str]) -> str:
@@ -566,15 +597,21 @@ def _serde_kind(sd: StorageDescriptor) -> str:
     raise InvalidInputError(f"serde {lib} is not supported as a transformation source yet")
 
 
-def _text_table(con: duckdb.DuckDBPyConnection, lines: pa.ChunkedArray, sql: str,
-                schema: pa.Schema) -> pa.Table:
+def _rows_per_batch(rows: int) -> int:
+    """DuckDB's ``rows_per_batch`` for a result of ``rows`` rows: that many (one record batch).
+    Its Arrow export reserves every column's buffers for a whole batch up front (a million
+    rows by default: tens of MiB per result of a few MiB of text, malloc'd outside every pool
+    and limit, whose reuse spread over the heap made the resident size grow with the input)."""
+    return max(1, rows)
+
+
+def _query_lines(con: duckdb.DuckDBPyConnection, lines: pa.ChunkedArray, sql: str) -> pa.Table:
+    """``sql`` over the table ``lines`` (column ``line``), its result as the query gives it."""
     con.register("lines", pa.table({"line": lines}))
     try:
-        got = con.execute(sql).arrow().read_all()
+        return con.execute(sql).arrow(_rows_per_batch(len(lines))).read_all()
     finally:
         con.unregister("lines")
-    got = got.rename_columns([f.name for f in schema])
-    return got.cast(schema)
 
 
 def _cast_parquet_column(col: pa.ChunkedArray, hive_type: str, target: pa.DataType,
@@ -841,17 +878,37 @@ def _fast_lazy_simple(params: dict[str, str]) -> tuple[str, str] | None:
     return delim, null_format
 
 
+#: One position of a batch: a piece of a file's lines, ``(file URI, the file's line number of
+#: its first line (1-based, header lines counted), its number of lines)``.
+Origin = tuple[str, int, int]
+
+#: The side rows of unparseable values (:meth:`_BatchReader.batch`).
+UNPARSEABLE_SCHEMA = pa.schema([
+    pa.field("source_file", pa.string()), pa.field("line", pa.int64()),
+    pa.field("column", pa.string()), pa.field("column_type", pa.string()),
+    pa.field("value", pa.string()), pa.field("raw_line", pa.string())])
+#: Longest value quoted in an ``unparseable=fail`` error.
+_QUOTE_MAX = 200
+
+
 class _BatchReader:
-    """Reads text files in batches of whole lines of many files, one DuckDB query per batch."""
+    """Reads text files in batches of whole lines of many files, one DuckDB query per batch.
+    With ``check`` (``unparseable`` other than ``null``), each query also gives the unparseable
+    fields of the columns that can have some (:func:`_can_be_unparseable`, LazySimpleSerDe
+    only), and :meth:`batch` turns them into side rows."""
 
     def __init__(self, kind: str, columns: list[Column], params: dict[str, str],
-                 schema: pa.Schema, con: duckdb.DuckDBPyConnection, tmpdir: str) -> None:
+                 schema: pa.Schema, con: duckdb.DuckDBPyConnection, tmpdir: str,
+                 check: bool = False) -> None:
         self.columns = columns
         self.schema = schema
         self.con = con
         self.tmpdir = tmpdir
+        self.checks = ([i for i, c in enumerate(columns) if _can_be_unparseable(c.type)]
+                       if check and kind == "lazy" else [])
+        self.null_format = params.get("serialization.null.format", "\\N")
         self.fast = _fast_lazy_simple(params) if kind == "lazy" else None
-        self.slow_sql = (_lazy_simple_sql(columns, params) if kind == "lazy"
+        self.slow_sql = (_lazy_simple_sql(columns, params, self.checks) if kind == "lazy"
                          else _open_csv_sql(columns, params))
         self.fast_sql = self._fast_sql(params) if self.fast is not None else ""
         typed = _typed_columns(columns, *self.fast) if self.fast is not None else None
@@ -877,7 +934,11 @@ class _BatchReader:
                 empty = "NULL" if null_format == "" else "''"
                 f = f"(CASE WHEN c0 = '{_EMPTY_LINE}' THEN {empty} ELSE c0 END)"
             selects.append(f"{_typed(f, f, col.type, col.name)} AS {names[i]}")
-        return f"SELECT {', '.join(selects)} FROM read_csv(?, {self.csv_options})"
+            if i in self.checks:
+                selects.append(f"{f} AS r{i}")
+        sql = f"SELECT {', '.join(selects)} FROM read_csv(?, {self.csv_options})"
+        return (_with_checks(sql, len(self.columns), self.checks, null_format) if self.checks
+                else sql)
 
     def _typed_sql(self, typed: list[tuple[str, str, str] | None]) -> tuple[str, str]:
         """The typed query and the whole-batch check (an RE2 pattern) that allows it."""
@@ -896,22 +957,100 @@ class _BatchReader:
                 if i == 0:  # an empty line (the first column is a VARCHAR one here)
                     empty = "NULL" if null_format == "" else "''"
                     f = f"(CASE WHEN c0 = '{_EMPTY_LINE}' THEN {empty} ELSE c0 END)"
+                raw = f
                 f = _typed(f, f, col.type, col.name)
+                if i in self.checks:
+                    selects.append(f"{raw} AS r{i}")
             selects.append(f"{f} AS {names[i]}")
         sql = f"SELECT {', '.join(selects)} FROM read_csv(?, {options})"
+        # DuckDB types a typed column only when the batch pattern shows that every field is
+        # the NULL format, empty or of a shape it reads as Hive does (else it fails and the
+        # batch takes the VARCHAR route): none of them is unparseable, only the SQL-typed ones
+        # are checked (a batch of typed columns only costs nothing more).
+        checks = [i for i in self.checks if typed[i] is None]
+        if checks:
+            sql = _with_checks(sql, len(self.columns), checks, null_format)
         return sql, _batch_pattern(typed, self.columns, delim, null_format)
 
     def tables(self, pieces: list[bytes]) -> pa.Table:
         """The rows of ``pieces`` (normalized whole lines, in order), typed by the schema."""
+        return self.batch(pieces)[0]
+
+    def batch(self, pieces: list[bytes], origins: list[Origin] | None = None
+              ) -> tuple[pa.Table, tuple[pa.Table, int] | None]:
+        """:meth:`tables`, and with ``check`` the batch's unparseable values: None when there
+        are none, else ``(side rows, number of rows holding them)``, side rows as
+        :data:`UNPARSEABLE_SCHEMA` (one per value, in line then column order) located by
+        ``origins`` (one per piece)."""
+        got = None
         if self.fast is not None:
             got = self._fast(pieces)
-            if got is not None:
-                return got
-        self.routes["lines"] += 1
-        return _text_table(self.con, pa.chunked_array([_lines_of(pieces)], pa.large_string()),
-                           self.slow_sql, self.schema)
+        lines = None
+        if got is None:
+            self.routes["lines"] += 1
+            lines = pa.chunked_array([_lines_of(pieces)], pa.large_string())
+            got = _query_lines(self.con, lines, self.slow_sql)
+        return self._result(got, origins or [],
+                            lambda: lines if lines is not None else _lines_of(pieces))
+
+    def lines_batch(self, lines: pa.ChunkedArray, origin: Origin
+                    ) -> tuple[pa.Table, tuple[pa.Table, int] | None]:
+        """:meth:`batch` of lines already split (the general route only)."""
+        return self._result(_query_lines(self.con, lines, self.slow_sql), [origin],
+                            lambda: lines)
+
+    def _result(self, got: pa.Table, origins: list[Origin],
+                lines: Callable[[], pa.Array | pa.ChunkedArray]
+                ) -> tuple[pa.Table, tuple[pa.Table, int] | None]:
+        n = len(self.schema)
+        data = got if got.num_columns == n else got.select(list(range(n)))
+        data = data.rename_columns([f.name for f in self.schema]).cast(self.schema)
+        # The route's checked columns follow, ``u<i>`` (:func:`_with_checks`).
+        found = [(int(name[1:]), got.column(k))
+                 for k, name in enumerate(got.column_names[n:], n)]
+        found = [(i, u) for i, u in found if u.null_count < len(u)]
+        if not found:
+            return data, None
+        return data, self._side(found, origins, lines)
+
+    def _side(self, found: list[tuple[int, pa.ChunkedArray]], origins: list[Origin],
+              lines: Callable[[], pa.Array | pa.ChunkedArray]) -> tuple[pa.Table, int]:
+        """The side rows of the unparseable fields ``found`` (column index, its ``u`` column);
+        :class:`InvalidInputError` for the first one without ``origins`` (``fail``)."""
+        rows, cols, values = [], [], []
+        for i, u in found:
+            at = pc.indices_nonzero(pc.is_valid(u)).cast(pa.int64())
+            rows.append(at)
+            cols.append(pa.repeat(pa.scalar(i, pa.int32()), len(at)))
+            values.append(pc.take(u, at).combine_chunks().cast(pa.string()))
+        found_t = pa.table({"row": pa.concat_arrays(rows), "col": pa.concat_arrays(cols),
+                            "value": pa.concat_arrays(values)})
+        found_t = found_t.take(pc.sort_indices(found_t, [("row", "ascending"),
+                                                         ("col", "ascending")]))
+        row = found_t.column("row").combine_chunks()
+        # Each row's piece: the pieces' lines run end to end (one row per line).
+        ends, total = [], 0
+        for _, _, count in origins:
+            total += count
+            ends.append(total)
+        piece_of = pc.take(pc.run_end_decode(pa.RunEndEncodedArray.from_arrays(
+            pa.array(ends, pa.int64()), pa.array(range(len(origins)), pa.int32()))), row)
+        shift = pa.array([first - (end - count) for (_, first, count), end
+                          in zip(origins, ends)], pa.int64())  # line = row + shift
+        line = pc.add(row, pc.take(shift, piece_of))
+        files = pc.take(pa.array([uri for uri, _, _ in origins], pa.string()), piece_of)
+        col = found_t.column("col").combine_chunks()
+        names = pc.take(pa.array([c.name for c in self.columns], pa.string()), col)
+        types = pc.take(pa.array([c.type for c in self.columns], pa.string()), col)
+        raw = pc.take(lines(), row)
+        side = pa.Table.from_arrays(
+            [files, line, names, types, found_t.column("value").combine_chunks(),
+             raw.cast(pa.string())], schema=UNPARSEABLE_SCHEMA)
+        return side, len(pc.unique(row))
 
     def _fast(self, pieces: list[bytes]) -> pa.Table | None:
+        """The query result of the typed or the VARCHAR route (columns as the query's); None
+        when neither reads the batch."""
         data = b"".join(pieces)  # pieces end at line ends: the same lines, the same checks
         if not data or data.startswith(_BOM):
             return None  # nothing, or a BOM DuckDB would drop (Hive keeps a second BOM)
@@ -934,8 +1073,7 @@ class _BatchReader:
             if got is None:
                 return None  # whatever DuckDB's reader refuses, the line layer below reads
             self.routes["varchar"] += 1
-        got = got.rename_columns([f.name for f in self.schema])
-        return got.cast(self.schema)
+        return got
 
     def _query(self, sql: str, data: bytes, longest: int) -> pa.Table | None:
         """``sql`` over ``data`` written to a temporary file; None when DuckDB refuses it."""
@@ -947,7 +1085,8 @@ class _BatchReader:
             source = (f"read_csv({_sql_str(path)}, max_line_size={longest}, "
                       f"buffer_size={longest}, ")
             try:
-                return self.con.execute(sql.replace("read_csv(?, ", source, 1)).arrow().read_all()
+                return self.con.execute(sql.replace("read_csv(?, ", source, 1)).arrow(
+                    _rows_per_batch(data.count(b"\n"))).read_all()
             except duckdb.Error:
                 return None  # e.g. a number out of range (typed) or a line DuckDB cannot split
         finally:
@@ -1107,12 +1246,29 @@ def iter_source_groups(groups: list[list[str]], sd: StorageDescriptor, columns: 
                        memory_limit_bytes: int | None = None,
                        threads: int | None = None,
                        on_bytes: Callable[[int, int], None] | None = None,
-                       overlap: bool = True) -> Iterator[tuple[int, pa.Table]]:
+                       overlap: bool = True, unparseable: str = "null",
+                       on_unparseable: Callable[[int, pa.Table, int], None] | None = None
+                       ) -> Iterator[tuple[int, pa.Table]]:
     """:func:`iter_source_batches` of several groups of files at once, in order, as
     ``(group index, table)`` (a batch never holds two groups' lines; a group without lines
     yields nothing); ``on_bytes(group, n)``. One DuckDB connection serves all the groups, and
     (``overlap``) a batch is typed on a thread of its own while the next one (of the same group
-    or the next) is read; without, one batch at a time (less memory)."""
+    or the next) is read; without, one batch at a time (less memory).
+
+    ``unparseable`` (the definition key) is what an unparseable field of a LazySimpleSerDe
+    source is besides NULL in the table (fields that are not the NULL format, not empty, of a
+    numeric, boolean, date or timestamp column, that Hive reads as NULL; OpenCSVSerde, Parquet
+    and ORC sources have none): ``null``, nothing more; ``fail``, :class:`InvalidInputError`
+    naming the file, the line (1-based line of the decompressed file, the header lines and
+    empty lines counted, ``\r\n`` one line end: the record reader's numbering), the column
+    and the raw field of the first one; ``side-file``, ``on_unparseable(group, rows, count)``
+    with a batch's side rows (:data:`UNPARSEABLE_SCHEMA`, one per value) and the number of
+    lines they come from, before that batch is yielded. The check is one more expression per
+    such column in the batch's query; the side rows are built only for batches that have
+    some."""
+    if unparseable not in ("null", "fail", "side-file"):
+        raise ValueError(f"unparseable must be null, fail or side-file, not {unparseable!r}")
+    check = unparseable != "null"
     kind = _serde_kind(sd)
     if not columns:
         raise InvalidInputError("no columns to read")
@@ -1136,58 +1292,91 @@ def iter_source_groups(groups: list[list[str]], sd: StorageDescriptor, columns: 
     try:
         configure_duckdb(con, None if memory_limit_bytes is None else memory_limit_bytes // 4,
                          threads, tmpdir)
-        reader = _BatchReader(kind, columns, params, schema, con, tmpdir)
+        reader = _BatchReader(kind, columns, params, schema, con, tmpdir, check=check)
+        Result = tuple[pa.Table, tuple[pa.Table, int] | None]
+
+        def emit(i: int, result: Result) -> tuple[int, pa.Table]:
+            table, side = result
+            if side is not None:
+                if unparseable == "fail":
+                    raise _unparseable_error(side[0])
+                if on_unparseable is not None:
+                    on_unparseable(i, *side)
+            return i, table
+
         if codec.name != "utf-8":  # other encodings: decoded whole-file, one query per file
             for i, files in enumerate(groups):
                 for uri in files:
                     lines = _skip(_file_lines(uri, fs, encoding), header, footer)
-                    yield i, _text_table(con, lines, reader.slow_sql, schema)
+                    yield emit(i, reader.lines_batch(lines, (uri, header + 1, len(lines))))
             return
         block = max(64 << 10, batch // 4)
         # One batch is typed (DuckDB) on a thread of its own while the next one is read.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="strata-parse") as pool:
-            inflight: tuple[int, Future[pa.Table]] | None = None
+            inflight: tuple[int, Future[Result]] | None = None
 
-            def submit(i: int, pieces: list[bytes]) -> Iterator[tuple[int, pa.Table]]:
+            def submit(i: int, pieces: list[bytes], origins: list[Origin] | None
+                       ) -> Iterator[tuple[int, pa.Table]]:
                 nonlocal inflight
                 if not overlap:
-                    yield i, reader.tables(pieces)
+                    yield emit(i, reader.batch(pieces, origins))
                     return
                 done = None if inflight is None else (inflight[0], inflight[1].result())
-                inflight = (i, pool.submit(reader.tables, pieces))
+                inflight = (i, pool.submit(reader.batch, pieces, origins))
                 if done is not None:
-                    yield done
+                    yield emit(*done)
 
             all_files = [uri for files in groups for uri in files]
             opened_files = _opened(all_files, fs, block, ahead=8)
             try:
                 for i, files in enumerate(groups):
                     pending: list[bytes] = []
+                    # Where each piece's lines are (only when checking): pieces are whole,
+                    # normalized lines, contiguous from the first line after the header.
+                    origins: list[Origin] | None = [] if check else None
                     size = 0
                     for _ in files:
                         opened = next(opened_files)
+                        line = header + 1
                         try:
                             for piece in _pieces(opened.first, opened.stream, opened.uri,
                                                  header, footer, block):
                                 pending.append(piece)
                                 size += len(piece)
+                                if origins is not None:
+                                    count = piece.count(b"\n")
+                                    origins.append((opened.uri, line, count))
+                                    line += count
                                 if on_bytes is not None:
                                     on_bytes(i, len(piece))
                                 if size >= batch:
-                                    yield from submit(i, pending)
+                                    yield from submit(i, pending, origins)
                                     pending, size = [], 0
+                                    origins = [] if check else None
                         finally:
                             opened.close()
                     if pending:
-                        yield from submit(i, pending)
+                        yield from submit(i, pending, origins)
                 if inflight is not None:
                     last, inflight = inflight, None
-                    yield last[0], last[1].result()
+                    yield emit(last[0], last[1].result())
             finally:
                 opened_files.close()
     finally:
         con.close()
         shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _unparseable_error(side: pa.Table) -> InvalidInputError:
+    """The ``unparseable=fail`` error of a batch's first side row."""
+    first = side.slice(0, 1).to_pylist()[0]
+    value = first["value"]
+    if len(value) > _QUOTE_MAX:
+        value = value[:_QUOTE_MAX] + "..."
+    return InvalidInputError(
+        f"{first['source_file']}, line {first['line']}, column '{first['column']}' "
+        f"({first['column_type']}): cannot parse {value!r}, which Hive reads as NULL "
+        f"(unparseable=fail)")
 
 
 def serde_properties(sd: StorageDescriptor, table_parameters: dict[str, str]) -> dict[str, str]:
@@ -1228,4 +1417,4 @@ def read_source(files: list[str], sd: StorageDescriptor, columns: list[Column],
 
 __all__ = ["hive_to_arrow_type", "arrow_schema", "read_source", "iter_source_tables",
            "iter_source_batches", "iter_source_groups", "batch_bytes_for", "configure_duckdb",
-           "LAZY_SIMPLE_SERDE", "OPEN_CSV_SERDE", "PARQUET_SERDE"]
+           "LAZY_SIMPLE_SERDE", "OPEN_CSV_SERDE", "PARQUET_SERDE", "UNPARSEABLE_SCHEMA"]

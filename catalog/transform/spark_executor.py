@@ -97,6 +97,7 @@ from catalog.transform.executor import (
     _PartitionStats,
     _sort_keys,
     _write_group,
+    unparseable_dir,
 )
 from catalog.transform.source import arrow_schema
 from catalog.udb.directory import PARQUET_INPUT, PARQUET_OUTPUT, PARQUET_SERDE
@@ -544,7 +545,9 @@ class SparkExecutor:
         what = (f"partition '{plan.name or '(unpartitioned)'}' of "
                 f"{table.db_name}.{table.name}")
         rows_written = bytes_written = 0
+        side_dir = unparseable_dir(output_dir)  # the workers' side files (unparseable=side-file)
         try:
+            self._remove(side_dir)  # an earlier attempt's
             self.fs.mkdirs(output_dir)
             if plan.output_files:
                 storages: dict[str, dict[str, str]] = {mount.ufs_uri: mount.ufs_options}
@@ -561,10 +564,11 @@ class SparkExecutor:
                     rows_written += r.rows
                     bytes_written += r.size
         except BaseException:
-            try:
-                self.fs.delete(output_dir, recursive=True)
-            except Exception:  # noqa: BLE001 - keep the original error
-                pass
+            for path in (output_dir, side_dir):
+                try:
+                    self._remove(path)
+                except Exception:  # noqa: BLE001 - keep the original error
+                    pass
             raise
         return Layout(
             partition=plan.name, version=task.version, location=location,
@@ -573,6 +577,12 @@ class SparkExecutor:
             parameters={"numRows": str(rows_written), "totalSize": str(bytes_written),
                         "numFiles": str(len(plan.output_files))},
             column_stats=stats.result(), source_fingerprint=task.source_fingerprint)
+
+    def _remove(self, path: str) -> None:
+        """Delete the directory ``path`` if it is there."""
+        mount, uri = self.fs.resolve(path)
+        if self.fs.ufs(mount).exists(uri):
+            self.fs.delete(path, recursive=True)
 
     def _ship_inputs(self, files: list[str], storages: dict[str, dict[str, str]]) -> list[str]:
         """``files`` as the workers open them (local paths as they are, the rest resolved to UFS

@@ -19,6 +19,10 @@ Spark through the original HMS must agree except on the header table (Spark 4.3 
 lines as rows). Trino caches metastore answers: each check after a change first calls
 ``strata.system.flush_metadata_cache()``.
 
+Last, a ``|``-text table with unparseable values (added to ``xform_src`` then, attached alone
+as ``xform_unparse``) is transformed with ``unparseable=side-file``: Trino reads the same rows
+before and after, and never the side file beside the layout.
+
 Regressions guarded here: ``blanks_text`` sets ``serialization.null.format`` as a *table*
 parameter (Hive merges table parameters into the serde's properties); ``numDVs`` counts NULL as
 a value, as Hive does, so that Trino (which subtracts one) shows the exact distinct count.
@@ -34,6 +38,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
 from api.thrift.server import ThriftServer
@@ -46,6 +51,7 @@ from catalog.transform.source import LAZY_SIMPLE_SERDE, PARQUET_SERDE
 from catalog.views import TransformJobOut
 from tests.support import xform_tables as xt
 from tests.support.hms import HiveMetastore
+from tests.support.source_tables import file_uri
 from tests.support.spark import SparkSql
 from tests.support.trino import TrinoServer, trino_test_marks
 
@@ -531,3 +537,55 @@ def test_source_change_is_transformed_again_with_on_change(
     year, region = xt.CHANGED_PARTITION
     assert {p.rsplit("/", 1)[0] + "/" for p in env.paths(
         AUTO, xt.SALES, f"WHERE year = {year} AND region = '{region}'")} == {sub}
+
+
+# -- unparseable values routed to a side file (last: it adds a table to the source database) --
+
+UNPARSEABLE = "unparseable_text"
+#: Per file: the lines after the header; ``oops``, ``n/a`` and ``someday`` do not parse
+#: (Hive reads them as NULL), the empty and ``\N`` fields are NULL without being unparseable.
+UNPARSEABLE_FILES = {
+    "u-0.txt": ["1|1.5|2024-01-01|a", "2|n/a|2024-01-02|b", "oops|2.25|2024-01-03|c"],
+    "u-1.txt": ["4||\\N|d", "5|3.75|someday|e", "6|0.5|2024-01-06|\\N"],
+}
+
+
+def test_side_file_serves_hive_rows_and_trino_never_reads_it(env: Env, hms: HiveMetastore
+                                                             ) -> None:
+    folder = env.src / UNPARSEABLE
+    folder.mkdir()
+    for name, lines in UNPARSEABLE_FILES.items():
+        (folder / name).write_text("id|amount|day|note\n" + "\n".join(lines) + "\n")
+    env.spark.sql(f"""CREATE EXTERNAL TABLE {SRC}.{UNPARSEABLE}
+                      (id INT, amount DOUBLE, day DATE, note STRING)
+                      ROW FORMAT DELIMITED FIELDS TERMINATED BY '|' STORED AS TEXTFILE
+                      LOCATION '{file_uri(folder)}'
+                      TBLPROPERTIES ('skip.header.line.count'='1')""")
+    db = "xform_unparse"
+    env.service.attach_database("hive", hms.uri, SRC, name=db,
+                                options={"include.tables": UNPARSEABLE})
+    table = f"strata.{db}.{UNPARSEABLE}"
+    query = f"SELECT id, amount, CAST(day AS VARCHAR), note FROM {table} ORDER BY note"
+    env.flush()
+    source_rows = env.q(query)
+    assert [tuple(r) for r in source_rows] == [
+        (1, 1.5, "2024-01-01", "a"), (2, None, "2024-01-02", "b"), (None, 2.25, "2024-01-03", "c"),
+        (4, None, None, "d"), (5, 3.75, None, "e"), (6, 0.5, "2024-01-06", None)]
+
+    job = env.service.transforms.wait(env.service.transforms.submit(
+        db, UNPARSEABLE, definition="unparseable=side-file").id, timeout=JOB_TIMEOUT_S)
+    assert job.state == "succeeded", job.error
+    env.flush()
+    assert env.q(query) == source_rows  # served as Hive reads the source
+    # Trino reads the layout's files only, never the side file beside them.
+    version_dir = env.transformed_root(db, UNPARSEABLE) / str(job.id)
+    side_dir = env.transformed_root(db, UNPARSEABLE) / f"_unparseable-{job.id}"
+    paths = env.paths(db, UNPARSEABLE)  # local:///... (Strata's Trino listener)
+    assert {p.rsplit("/_transformed/", 1)[1] for p in paths} == {
+        f"{job.id}/{p.name}" for p in version_dir.iterdir()}
+    assert [p.name for p in side_dir.iterdir()] == ["part-0.parquet"]
+    side = pq.read_table(side_dir / "part-0.parquet").to_pylist()
+    assert [(Path(_local_path(r["source_file"])).name, r["line"], r["column"], r["value"])
+            for r in side] == [("u-0.txt", 3, "amount", "n/a"), ("u-0.txt", 4, "id", "oops"),
+                               ("u-1.txt", 3, "day", "someday")]
+    assert side[0]["raw_line"] == "2|n/a|2024-01-02|b"

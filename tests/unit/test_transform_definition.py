@@ -5,7 +5,13 @@ import pytest
 
 from catalog.exceptions import InvalidInputError, InvalidOptionError
 from catalog.transform.definition import (
-    COMPRESSIONS, KNOWN_KEYS, TransformDefinition, format_bytes, merge, parse_bytes,
+    COMPRESSIONS,
+    KNOWN_KEYS,
+    UNPARSEABLE_MODES,
+    TransformDefinition,
+    format_bytes,
+    merge,
+    parse_bytes,
     parse_definition,
 )
 
@@ -29,6 +35,7 @@ def test_defaults() -> None:
     assert d.compression == "snappy"
     assert d.row_group_size == 128 * MiB
     assert d.sort_by == ()
+    assert d.unparseable == "null"  # Hive's behaviour
     assert d.given == frozenset()
 
 
@@ -39,9 +46,11 @@ def test_blank_text_is_defaults(text: str) -> None:
 
 def test_every_key() -> None:
     d = parse_definition("file.count.max=7; file.size.min=64MB; file.size.target=1GiB; "
-                         "file.parquet.compression=zstd; sort.by=day,id; row.group.size=32MiB")
+                         "file.parquet.compression=zstd; sort.by=day,id; row.group.size=32MiB; "
+                         "unparseable=fail")
     assert (d.file_count_max, d.file_size_min, d.file_size_target) == (7, 64 * MiB, GiB)
     assert (d.compression, d.sort_by, d.row_group_size) == ("zstd", ("day", "id"), 32 * MiB)
+    assert d.unparseable == "fail"
     assert d.target_bytes == GiB
     assert d.given == frozenset(KNOWN_KEYS)
 
@@ -243,3 +252,45 @@ def test_frozen() -> None:
     d = TransformDefinition()
     with pytest.raises(AttributeError):
         d.file_count_max = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ("null", "null"), ("NULL", "null"), ("fail", "fail"), (" Fail ", "fail"),
+    ("side-file", "side-file"), ("SIDE-FILE", "side-file"),
+])
+def test_unparseable_values(raw: str, expected: str) -> None:
+    d = parse_definition(f"unparseable={raw}")
+    assert d.unparseable == expected
+    assert d.given == {"unparseable"}
+
+
+@pytest.mark.parametrize("raw", ["drop", "side_file", "sidefile", "true", "0", "null,fail"])
+def test_bad_unparseable_names_key_value_and_modes(raw: str) -> None:
+    message = _error(f"unparseable={raw}")
+    assert "unparseable" in message and f"'{raw}'" in message
+    for mode in UNPARSEABLE_MODES:
+        assert mode in message
+    with pytest.raises(InvalidOptionError, match="unparseable"):
+        TransformDefinition(unparseable=raw)
+
+
+def test_unparseable_in_text() -> None:
+    # The default is left out (definitions written before the key read the same) ...
+    assert "unparseable" not in TransformDefinition().to_text()
+    assert "unparseable" not in parse_definition("unparseable=null").to_text()
+    # ... unless given (an override of another default); the others are written.
+    assert parse_definition("unparseable=null").to_text(given_only=True) == "unparseable=null"
+    side = parse_definition("sort.by=a; unparseable=side-file")
+    assert side.to_text().endswith("sort.by=a; unparseable=side-file")
+    for d in (side, parse_definition("unparseable=fail"), parse_definition("unparseable=null")):
+        assert parse_definition(d.to_text()) == d
+        assert parse_definition(d.to_text(given_only=True)) == d
+
+
+def test_unparseable_merge() -> None:
+    db = parse_definition("unparseable=side-file; file.count.max=3")
+    assert merge(db, parse_definition("file.count.max=4")).unparseable == "side-file"
+    job = merge(db, parse_definition("unparseable=null"))
+    assert job.unparseable == "null"
+    assert parse_definition(job.to_text()).unparseable == "null"  # what a job stores
+    assert parse_definition(job.to_text(given_only=True), defaults=db).unparseable == "null"

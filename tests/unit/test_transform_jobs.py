@@ -438,6 +438,16 @@ def test_cli_transform_wait_status_and_ls(svc: CatalogService, rest_url: str,
     assert main(["transform", "lake", "sales", "-d", "nope=1"]) == 2
     _, err = capsys.readouterr()
     assert "unknown transform definition key 'nope'" in err
+    assert "UNPARSEABLE" not in out  # a job without side files shows no such column
+    assert main(["transform", "lake", "sales", "-d", "unparseable=side-file", "--partition",
+                 "region=east", "--wait"]) == 0
+    side_job = svc.transforms.jobs(db="lake")[0].id
+    capsys.readouterr()
+    assert main(["transform-status", str(side_job)]) == 0
+    out, _ = capsys.readouterr()
+    header = next(line for line in out.splitlines() if "PARTITION" in line)
+    row = next(line for line in out.splitlines() if "region=east" in line)
+    assert "UNPARSEABLE" in header and row.split()[-2:] == ["0", "-"]  # a clean source: none
 
 
 def test_cli_transform_without_wait_prints_the_job(svc: CatalogService, rest_url: str,

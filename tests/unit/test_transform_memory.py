@@ -8,10 +8,21 @@ transforming a tiny partition (interpreter, pyarrow, DuckDB, their allocators). 
 quarter, half while sorting; a text batch a thirty-second and its few copies; the row-group buffer
 a quarter; one table in flight to the writer thread), and ``OVERHEAD`` is what a run at full
 speed adds whatever the limit and the input size: DuckDB's and Arrow's allocator arenas and
-caches, the reader and writer threads (measured on this machine: ~110 MiB over the baseline at
-64 MiB and at 512 MiB limits alike, the rest growing with about 0.6 x the limit; 160 MiB leaves
-a margin). Independence from the input size is checked directly too: a run over 5 x the input
-of a first one (256 MiB more text) adds less than the limit to the peak.
+caches, the reader and writer threads (measured on this machine over the baseline: streamed
+~80, 105-125, ~205, ~365 MiB at 64, 128, 256, 512 MiB limits; sorted 125-150, ~295, ~530 at
+128, 256, 512 MiB; 96 MiB leaves a margin, and the growth below went past it: ~250 MiB over the
+baseline at this limit).
+
+Independence from the input size is checked directly: the peak after a second run over twice
+the input of a first one (both past the steady state, which a partition reaches within its first
+tens of MiB of text) may be at most :data:`GROWTH` above the peak after the first. The peaks are
+those of the process so far, as in the server, which runs partition after partition: memory
+that an allocator keeps after a run counts. Before DuckDB's Arrow export was given each batch's
+row count, every result reserved a million rows' buffers (~37 MiB of malloc for a few MiB of
+text), whose reuse spread over glibc's heap: the peak grew with the text read (366 MiB after
+160 MiB of it, 424-449 after 320, 502-531 after 640; a second run as here added 60-80 MiB); now
+it stays at ~285-295 MiB whatever the size (measured up to 2.5 GB). The input files are written
+in blocks, so that writing them does not raise the peaks.
 """
 
 from __future__ import annotations
@@ -24,8 +35,10 @@ from pathlib import Path
 
 MiB = 1024 * 1024
 LIMIT = 128 * MiB
-OVERHEAD = 160 * MiB
+OVERHEAD = 96 * MiB
 DATA_BYTES = 320 * MiB
+#: What doubling the input may add to a run's peak (the old growth added 60-80 MiB here).
+GROWTH = 32 * MiB
 
 CHILD = textwrap.dedent('''
     import json, resource, sys
@@ -57,7 +70,9 @@ CHILD = textwrap.dedent('''
         rows_per_block = 20000
         per_file = max(1, total // n // len(block))
         for f in range(n):
-            (folder / f"part-{f:03d}.txt").write_bytes(block * per_file)
+            with open(folder / f"part-{f:03d}.txt", "wb") as out:
+                for _ in range(per_file):
+                    out.write(block)
         return n * per_file * rows_per_block
 
     ns = Namespace(StateStore(root / "state"), root_ufs=(root / "catalog").as_uri())
@@ -80,10 +95,10 @@ CHILD = textwrap.dedent('''
     run(root / "small", "/catalog/small", "file.size.min=1GB")
     run(root / "small", "/catalog/small-sorted", "file.size.min=1GB; sort.by=k")
     baseline = peak()
-    write_files(root / "medium", data_bytes // 5, 4)
+    write_files(root / "medium", data_bytes // 2, 8)
+    big_rows = write_files(root / "big", data_bytes, 16)
     run(root / "medium", "/catalog/medium", "file.size.min=1GB")
     medium = peak()
-    big_rows = write_files(root / "big", data_bytes, 16)
     got = run(root / "big", "/catalog/big", "file.size.min=1GB")
     streamed = peak()
     sorted_rows = run(root / "big", "/catalog/big-sorted", "file.size.min=1GB; sort.by=k")
@@ -110,4 +125,4 @@ def test_peak_rss_stays_within_limit(tmp_path: Path) -> None:
     bound = res["baseline"] + LIMIT + OVERHEAD
     assert res["streamed"] <= bound, res
     assert res["sorted"] <= bound, res
-    assert res["streamed"] - res["medium"] <= LIMIT, res  # 5 x the input: +256 MiB of it
+    assert res["streamed"] - res["medium"] <= GROWTH, res  # twice the input: +160 MiB of it
