@@ -49,7 +49,8 @@ class ZeroCopyCycle(RequestResponseCycle):
             region = _Region(count)
             loop = asyncio.get_running_loop()
             # h11 frames any object with a length (its documented way to sendfile).
-            pieces = self.conn.send_with_data_passthrough(h11.Data(data=region))  # type: ignore[arg-type]
+            data = h11.Data(data=region)  # type: ignore[arg-type]
+            pieces = self.conn.send_with_data_passthrough(data)
             for piece in pieces or []:
                 if piece is region:
                     await loop.sendfile(self.transport, message["file"],
@@ -70,7 +71,8 @@ class ZeroCopyH11Protocol(H11Protocol):
         # give it the zero-copy send before the app sees its scope.
         if cycle is not None and type(cycle) is RequestResponseCycle:
             cycle.__class__ = ZeroCopyCycle
-            cycle.scope.setdefault("extensions", {})[ZERO_COPY] = {}  # type: ignore[typeddict-unknown-key]
+            scope: dict[str, Any] = cycle.scope  # type: ignore[assignment]
+            scope.setdefault("extensions", {})[ZERO_COPY] = {}
 
 
 def server_config(app: Any, host: str, port: int, **kwargs: Any) -> uvicorn.Config:

@@ -772,8 +772,10 @@ class S3Gateway:
         done, _ = await asyncio.wait({task}, timeout=KEEPALIVE_S)
         if done:
             return _xml(self._copy_part_result(task.result()))
-        return StreamingResponse(self._copy_part_stream(task, f"/{c.bucket}/{c.key}"),
-                                 media_type="application/xml")
+        resource = f"/{c.bucket}/{c.key}"
+        stream = self._kept_alive(task, resource, f"copying a part into {resource}",
+                                  self._copy_part_result)
+        return StreamingResponse(stream, media_type="application/xml")
 
     @staticmethod
     def _copy_source_range(value: str | None, size: int) -> tuple[int, int]:
@@ -800,8 +802,12 @@ class S3Gateway:
         return document("CopyPartResult", [element("LastModified", iso(part.mtime_ns)),
                                            element("ETag", text(part.etag))])
 
-    async def _copy_part_stream(self, task: asyncio.Future[Part], resource: str
-                                ) -> AsyncIterator[bytes]:
+    async def _kept_alive(self, task: asyncio.Future[T], resource: str, what: str,
+                          answer: Callable[[T], bytes]) -> AsyncIterator[bytes]:
+        """A 200 XML answer of a request still running: the XML declaration at once, a space
+        every :data:`KEEPALIVE_S` while ``task`` runs (S3 keeps the connection alive so), then
+        ``answer`` of its result without the declaration, or an ``<Error>`` (an error after the
+        200 is in the body, as S3 does; clients check for it)."""
         yield b'<?xml version="1.0" encoding="UTF-8"?>\n'
         while True:
             done, _ = await asyncio.wait({task}, timeout=KEEPALIVE_S)
@@ -809,7 +815,7 @@ class S3Gateway:
                 break
             yield b" "
         try:
-            part = task.result()
+            result = task.result()
         except S3Error as e:
             yield self._inline_error(e, resource)
             return
@@ -817,11 +823,11 @@ class S3Gateway:
             yield self._inline_error(from_catalog(e), resource)
             return
         except Exception:  # noqa: BLE001 - never a traceback to the client
-            log.exception("S3 gateway: copying a part into %s failed", resource)
+            log.exception("S3 gateway: %s failed", what)
             yield self._inline_error(S3Error("InternalError", "we encountered an internal "
                                              "error; please try again"), resource)
             return
-        yield self._copy_part_result(part).split(b"\n", 1)[1]
+        yield answer(result).split(b"\n", 1)[1]
 
     @_operation("CompleteMultipartUpload")
     async def complete_upload(self, c: Call) -> Response:
@@ -839,33 +845,16 @@ class S3Gateway:
         plan = await _run(self.store.plan_complete, upload, wanted, self.max_object_bytes)
         location = f"/{upload.bucket}/{upload.key}"
 
-        async def stream() -> AsyncIterator[bytes]:
-            task = asyncio.ensure_future(_run(self.store.finish_complete, upload, plan))
-            yield b'<?xml version="1.0" encoding="UTF-8"?>\n'
-            while True:
-                done, _ = await asyncio.wait({task}, timeout=KEEPALIVE_S)
-                if done:
-                    break
-                yield b" "  # S3 keeps the connection alive with whitespace while it works
-            try:
-                info = task.result()
-            except S3Error as e:
-                yield self._inline_error(e, location)
-                return
-            except CatalogError as e:
-                yield self._inline_error(from_catalog(e), location)
-                return
-            except Exception:  # noqa: BLE001 - never a traceback to the client
-                log.exception("S3 gateway: completing upload %s failed", upload.upload_id)
-                yield self._inline_error(S3Error("InternalError", "we encountered an internal "
-                                                 "error; please try again"), location)
-                return
-            yield document("CompleteMultipartUploadResult", [
+        def answer(info: ObjectInfo) -> bytes:
+            return document("CompleteMultipartUploadResult", [
                 element("Location", text(location)), element("Bucket", text(upload.bucket)),
-                element("Key", text(upload.key)), element("ETag", text(info.etag))
-            ]).split(b"\n", 1)[1]
+                element("Key", text(upload.key)), element("ETag", text(info.etag))])
 
-        return StreamingResponse(stream(), media_type="application/xml")
+        task = asyncio.ensure_future(_run(self.store.finish_complete, upload, plan))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # read if unsent
+        stream = self._kept_alive(task, location, f"completing upload {upload.upload_id}",
+                                  answer)
+        return StreamingResponse(stream, media_type="application/xml")
 
     @staticmethod
     def _inline_error(e: S3Error, resource: str) -> bytes:

@@ -401,3 +401,13 @@ def _write_column_stats(client: Any, db: str) -> None:
         raise RuntimeError(f"HMS refused table column statistics for {db}.{ORDERS_TEXT}")
     if not client.update_partition_column_statistics(part_stats):
         raise RuntimeError(f"HMS refused partition column statistics for {STATS_PARTITION}")
+
+
+def write_text_files(folder: Path, files: dict[str, str]) -> dict[str, str]:
+    """Write ``files`` (name -> text) into a new ``folder``; name -> ``Path.as_uri()``."""
+    folder.mkdir()
+    uris = {}
+    for name, text in files.items():
+        (folder / name).write_text(text)
+        uris[name] = (folder / name).as_uri()
+    return uris

@@ -20,6 +20,7 @@ from catalog.transform.executor import TransformCancelled, execute_partition
 from catalog.transform.planner import PartitionInput, PartitionPlan, plan
 from catalog.transform.source import LAZY_SIMPLE_SERDE, hive_to_arrow_type, read_source
 from catalog.udb.directory import PARQUET_INPUT, PARQUET_OUTPUT, PARQUET_SERDE
+from tests.support.source_tables import write_text_files
 
 COLUMNS = [Column(name="id", type="int"), Column(name="name", type="string"),
            Column(name="amount", type="double"), Column(name="d", type="date"),
@@ -45,13 +46,7 @@ def ns(tmp_path: Path) -> Namespace:
 
 @pytest.fixture
 def src(tmp_path: Path) -> dict[str, str]:
-    d = tmp_path / "src"
-    d.mkdir()
-    uris = {}
-    for name, text in FILES.items():
-        (d / name).write_text(text)
-        uris[name] = (d / name).as_uri()
-    return uris
+    return write_text_files(tmp_path / "src", FILES)
 
 
 def _table(sd: StorageDescriptor = TEXT_SD, **params: str) -> Table:

@@ -27,6 +27,7 @@ from catalog.transform.definition import TransformDefinition, parse_definition
 from catalog.transform.executor import execute_partition, unparseable_dir, unparseable_rows
 from catalog.transform.planner import PartitionPlan
 from catalog.transform.source import LAZY_SIMPLE_SERDE, OPEN_CSV_SERDE, UNPARSEABLE_SCHEMA
+from tests.support.source_tables import write_text_files
 
 COLS = [Column(name="k", type="int"), Column(name="s", type="string"),
         Column(name="d", type="double"), Column(name="dt", type="date"),
@@ -312,13 +313,7 @@ def ns(tmp_path: Path) -> Namespace:
 
 @pytest.fixture
 def src(tmp_path: Path) -> dict[str, str]:
-    d = tmp_path / "src"
-    d.mkdir()
-    uris = {}
-    for name, text in FILES.items():
-        (d / name).write_text(text)
-        uris[name] = (d / name).as_uri()
-    return uris
+    return write_text_files(tmp_path / "src", FILES)
 
 
 def _table() -> Table:
