@@ -277,28 +277,39 @@ class TrustCache(Generic[V]):
         self.limit = limit
         self._d: dict[str, tuple[V, float]] = {}
         self._lock = threading.Lock()
+        #: Bumped by every :meth:`invalidate`: an answer loaded across one is not kept (it may
+        #: predate the change that invalidated).
+        self._generation = 0
 
     def get(self, uri: str, ttl_s: float, load: Callable[[], V | None]) -> V | None:
         """The answer for ``uri`` read less than ``ttl_s`` ago, else ``load()`` (kept unless
-        None: a miss is asked again)."""
-        if ttl_s > 0:
-            with self._lock:
-                hit = self._d.get(uri)
-            if hit is not None and time.monotonic() - hit[1] < ttl_s:
-                return hit[0]
+        None, a miss is asked again, or an invalidation happened while it loaded)."""
+        if ttl_s <= 0:
+            return load()
+        with self._lock:
+            hit = self._d.get(uri)
+            generation = self._generation
+        if hit is not None and time.monotonic() - hit[1] < ttl_s:
+            return hit[0]
         value = load()
-        if ttl_s > 0 and value is not None:
-            self.put(uri, value)
+        if value is not None:
+            with self._lock:
+                if self._generation == generation:
+                    self._put(uri, value)
         return value
 
     def put(self, uri: str, value: V) -> None:
         with self._lock:
-            if len(self._d) >= self.limit:
-                self._d.clear()
-            self._d[uri] = (value, time.monotonic())
+            self._put(uri, value)
+
+    def _put(self, uri: str, value: V) -> None:
+        if len(self._d) >= self.limit:
+            self._d.clear()
+        self._d[uri] = (value, time.monotonic())
 
     def invalidate(self, uri: str, recursive: bool = False) -> None:
         with self._lock:
+            self._generation += 1
             self._d.pop(uri, None)
             if recursive:
                 base = uri.rstrip("/") + "/"

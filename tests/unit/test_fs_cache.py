@@ -506,3 +506,20 @@ def test_gateway_put_takes_the_write_type_header(env: Env) -> None:
                        headers={"x-strata-write-type": "SOMETIMES"})
         assert r.status_code == 400 and b"<Code>" in r.content
         assert not (env.src / "hdr" / "bad.bin").exists()
+
+
+def test_an_answer_loaded_across_an_invalidation_is_not_trusted() -> None:
+    from catalog.fs.cached import TrustCache
+
+    cache: TrustCache[str] = TrustCache()
+    loads: list[str] = []
+
+    def racing_load() -> str:  # a change (and its invalidation) lands while the answer loads
+        loads.append("stale")
+        cache.invalidate("s3://b/d")
+        return "stale"
+
+    assert cache.get("s3://b/d", 60, racing_load) == "stale"
+    assert cache.get("s3://b/d", 60, lambda: "fresh") == "fresh"  # asked again, then kept
+    assert cache.get("s3://b/d", 60, lambda: "later") == "fresh"
+    assert cache.get("s3://b/d", 0, lambda: "untrusted") == "untrusted"  # interval 0: always asked
