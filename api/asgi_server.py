@@ -76,8 +76,10 @@ class ZeroCopyH11Protocol(H11Protocol):
 
 
 def server_config(app: Any, host: str, port: int, **kwargs: Any) -> uvicorn.Config:
-    """A uvicorn config for ``app`` on ``host:port`` with the zero-copy h11 protocol, quiet logs
-    and no lifespan (the caller owns the service)."""
+    """A uvicorn config for ``app`` on ``host:port`` with the zero-copy h11 protocol, quiet logs,
+    no lifespan (the caller owns the service) and no ``X-Forwarded-*`` rewriting (Strata's
+    front ends are reached directly; the middleware costs every request)."""
+    kwargs.setdefault("proxy_headers", False)
     kwargs.setdefault("log_level", "warning")
     kwargs.setdefault("access_log", False)
     kwargs.setdefault("lifespan", "off")
