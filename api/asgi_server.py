@@ -52,11 +52,18 @@ class ZeroCopyCycle(RequestResponseCycle):
             data = h11.Data(data=region)  # type: ignore[arg-type]
             pieces = self.conn.send_with_data_passthrough(data)
             for piece in pieces or []:
-                if piece is region:
+                if piece is not region:
+                    self.transport.write(piece)
+                    continue
+                try:
+                    if self.transport.is_closing():
+                        raise ConnectionResetError("the client went away")
                     await loop.sendfile(self.transport, message["file"],
                                         int(message.get("offset", 0)), count)
-                else:
-                    self.transport.write(piece)
+                except OSError:  # the client went away mid-body, as uvicorn's writes ignore
+                    self.disconnected = True
+                    self.transport.close()
+                    return
         if not message.get("more_body", False):
             await super().send({"type": "http.response.body", "body": b"", "more_body": False})
 

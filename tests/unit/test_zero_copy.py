@@ -4,7 +4,10 @@ evicted mid-send)."""
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -63,6 +66,23 @@ def test_zero_copy_send_frames_bytes_exactly(tmp_path: Path) -> None:
         r = client.head(f"/?o=0&n={MiB}")  # HEAD: headers only, the connection still usable
         assert r.status_code == 200 and r.content == b""
         assert client.get("/?o=1&n=2").content == b"<" + data[1:3] + b">"
+
+
+def test_client_gone_mid_send_is_no_error(tmp_path: Path, caplog: pytest.LogCaptureFixture
+                                          ) -> None:
+    data = os.urandom(64 * MiB)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    with GatewayServer(_file_app(path)) as srv:
+        for _ in range(3):
+            with socket.create_connection(("127.0.0.1", srv.port)) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.sendall(f"GET /?o=0&n={len(data)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+                assert sock.recv(4096)  # the headers and a first piece, then hang up
+            time.sleep(0.2)
+        with httpx.Client(base_url=srv.endpoint) as client:  # the server is fine
+            assert client.get("/?o=5&n=7").content == b"<" + data[5:12] + b">"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
 def test_zero_copy_send_over_tls_falls_back_to_writes(tmp_path: Path) -> None:
