@@ -616,12 +616,7 @@ class S3Gateway:
         if (src_bucket, src_key) == (c.bucket, c.key) and directive == "COPY":
             raise S3Error("InvalidRequest", "this copy request is illegal because it is trying "
                           "to copy an object to itself without changing the object's metadata")
-        src = await _run(self.store.head, src_bucket, src_key)
-        copy_conditions = {k[len("x-amz-copy-source-"):]: v for k, v in c.headers.items()
-                           if k.startswith("x-amz-copy-source-if-")}
-        if check_conditions(copy_conditions, src):
-            raise S3Error("PreconditionFailed", "At least one of the pre-conditions you "
-                                                "specified did not hold")
+        src = await self._copy_source_object(c, src_bucket, src_key)
         if src.size > self.max_object_bytes:
             raise S3Error("EntityTooLarge", "the source object exceeds the maximum allowed size")
         if c.key.endswith("/") or src_key.endswith("/"):
@@ -647,6 +642,17 @@ class S3Gateway:
             writer.abort()
             raise
         return writer.commit(f'"{md5.hexdigest()}"')
+
+    async def _copy_source_object(self, c: Call, bucket: str, key: str) -> ObjectInfo:
+        """The copy source, if its ``x-amz-copy-source-if-*`` conditions hold (else
+        PreconditionFailed); NoSuchKey / NoSuchBucket when absent."""
+        src = await _run(self.store.head, bucket, key)
+        conditions = {k[len("x-amz-copy-source-"):]: v for k, v in c.headers.items()
+                      if k.startswith("x-amz-copy-source-if-")}
+        if check_conditions(conditions, src):
+            raise S3Error("PreconditionFailed", "At least one of the pre-conditions you "
+                                                "specified did not hold")
+        return src
 
     @staticmethod
     def _copy_source(value: str) -> tuple[str, str]:
@@ -756,12 +762,7 @@ class S3Gateway:
         if src_key.endswith("/"):
             raise S3Error("InvalidArgument", "the copy source names a folder: a part is copied "
                                              "from an object")
-        src = await _run(self.store.head, src_bucket, src_key)
-        conditions = {k[len("x-amz-copy-source-"):]: v for k, v in c.headers.items()
-                      if k.startswith("x-amz-copy-source-if-")}
-        if check_conditions(conditions, src):
-            raise S3Error("PreconditionFailed", "At least one of the pre-conditions you "
-                                                "specified did not hold")
+        src = await self._copy_source_object(c, src_bucket, src_key)
         start, end = self._copy_source_range(c.headers.get("x-amz-copy-source-range"), src.size)
         if end - start > min(MAX_PART_BYTES, self.max_object_bytes):
             raise S3Error("EntityTooLarge", "the part exceeds the maximum allowed part size")

@@ -36,6 +36,7 @@ Rules (one place, one wording; every error is an :class:`InvalidOptionError` nam
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -134,12 +135,14 @@ def _parse_count(key: str, raw: str) -> int:
     return value
 
 
-def _parse_compression(key: str, raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in COMPRESSIONS:
-        raise InvalidOptionError(
-            f"{key} must be one of {', '.join(COMPRESSIONS)}, got '{raw}'")
-    return value
+def _one_of(choices: tuple[str, ...]) -> Callable[[str, str], str]:
+    """A parser of a value among ``choices`` (case-insensitive, stored lower case)."""
+    def parse(key: str, raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in choices:
+            raise InvalidOptionError(f"{key} must be one of {', '.join(choices)}, got '{raw}'")
+        return value
+    return parse
 
 
 def _parse_sort_by(key: str, raw: str) -> tuple[str, ...]:
@@ -155,14 +158,6 @@ def _parse_sort_by(key: str, raw: str) -> tuple[str, ...]:
             raise InvalidOptionError(f"{key} names column '{c}' twice in '{raw}'")
         seen.add(c.lower())
     return columns
-
-
-def _parse_unparseable(key: str, raw: str) -> str:
-    value = raw.strip().lower()
-    if value not in UNPARSEABLE_MODES:
-        raise InvalidOptionError(
-            f"{key} must be one of {', '.join(UNPARSEABLE_MODES)}, got '{raw}'")
-    return value
 
 
 @dataclass(frozen=True)
@@ -252,9 +247,9 @@ _PARSERS = {
     "file.size.min": parse_bytes,
     "file.size.target": parse_bytes,
     "row.group.size": parse_bytes,
-    "file.parquet.compression": _parse_compression,
+    "file.parquet.compression": _one_of(COMPRESSIONS),
     "sort.by": _parse_sort_by,
-    "unparseable": _parse_unparseable,
+    "unparseable": _one_of(UNPARSEABLE_MODES),
 }
 
 
