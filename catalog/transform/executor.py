@@ -519,9 +519,11 @@ def unparseable_dir(output_dir: str) -> str:
     return f"{parent}/{UNPARSEABLE_PREFIX}{name}"
 
 
-def _exists(fs: Namespace, path: str) -> bool:
+def remove_tree(fs: Namespace, path: str) -> None:
+    """Delete the directory ``path`` of ``fs`` and everything below it, if it is there."""
     mount, uri = fs.resolve(path)
-    return bool(fs.ufs(mount).exists(uri))
+    if fs.ufs(mount).exists(uri):
+        fs.delete(path, recursive=True)
 
 
 def unparseable_rows(fs: Namespace, output_dir: str) -> int:
@@ -838,8 +840,8 @@ def execute_partition(plan: PartitionPlan, *, table: Table, partition: Partition
     side_dir = unparseable_dir(output_dir) if definition.unparseable == "side-file" else None
     bytes_read = rows_written = bytes_written = 0
     try:
-        if side_dir is not None and _exists(fs, side_dir):
-            fs.delete(side_dir, recursive=True)  # an earlier attempt's
+        if side_dir is not None:
+            remove_tree(fs, side_dir)  # an earlier attempt's
         fs.mkdirs(output_dir)
         # Reading runs on into the next output group, except when sorting: the sort's DuckDB
         # then has the memory (half the limit) to itself.
@@ -882,8 +884,10 @@ def execute_partition(plan: PartitionPlan, *, table: Table, partition: Partition
     except BaseException:
         for d in (output_dir, side_dir):
             try:
-                if d is not None and (d == output_dir or _exists(fs, d)):
+                if d == output_dir:
                     fs.delete(d, recursive=True)
+                elif d is not None:
+                    remove_tree(fs, d)
             except Exception:  # noqa: BLE001 - keep the original error
                 pass
         raise

@@ -59,6 +59,7 @@ from catalog.transform.definition import merge, parse_definition
 from catalog.transform.executor import (
     UNPARSEABLE_PREFIX,
     TransformCancelled,
+    remove_tree,
     unparseable_rows,
 )
 from catalog.transform.executors import Executor, PartitionTask, load_executor
@@ -539,12 +540,8 @@ class TransformService:
 
     def _remove_output(self, path: str, strict: bool = False) -> None:
         """Delete an output directory if it is there (``strict``: errors propagate)."""
-        fs = self.service.fs
         try:
-            mount, uri = fs.resolve(path)
-            ufs = fs.ufs(mount)
-            if ufs.exists(uri):
-                fs.delete(path, recursive=True)
+            remove_tree(self.service.fs, path)
         except CatalogError as e:
             if strict:
                 raise

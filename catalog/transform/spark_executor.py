@@ -97,6 +97,7 @@ from catalog.transform.executor import (
     _PartitionStats,
     _sort_keys,
     _write_group,
+    remove_tree,
     unparseable_dir,
 )
 from catalog.transform.source import arrow_schema
@@ -547,7 +548,7 @@ class SparkExecutor:
         rows_written = bytes_written = 0
         side_dir = unparseable_dir(output_dir)  # the workers' side files (unparseable=side-file)
         try:
-            self._remove(side_dir)  # an earlier attempt's
+            remove_tree(self.fs, side_dir)  # an earlier attempt's
             self.fs.mkdirs(output_dir)
             if plan.output_files:
                 storages: dict[str, dict[str, str]] = {mount.ufs_uri: mount.ufs_options}
@@ -566,7 +567,7 @@ class SparkExecutor:
         except BaseException:
             for path in (output_dir, side_dir):
                 try:
-                    self._remove(path)
+                    remove_tree(self.fs, path)
                 except Exception:  # noqa: BLE001 - keep the original error
                     pass
             raise
@@ -577,12 +578,6 @@ class SparkExecutor:
             parameters={"numRows": str(rows_written), "totalSize": str(bytes_written),
                         "numFiles": str(len(plan.output_files))},
             column_stats=stats.result(), source_fingerprint=task.source_fingerprint)
-
-    def _remove(self, path: str) -> None:
-        """Delete the directory ``path`` if it is there."""
-        mount, uri = self.fs.resolve(path)
-        if self.fs.ufs(mount).exists(uri):
-            self.fs.delete(path, recursive=True)
 
     def _ship_inputs(self, files: list[str], storages: dict[str, dict[str, str]]) -> list[str]:
         """``files`` as the workers open them (local paths as they are, the rest resolved to UFS
