@@ -515,13 +515,56 @@ class S3Gateway:
 
     @_operation("GetObject", head="HeadObject")
     async def get_object(self, c: Call, *, head: bool) -> Response:
-        # One worker-thread hop for the lookup, the checks and (small bodies) the bytes: a
-        # thread hop costs more than reading 100 KiB from the block store.
+        # A warm GET is answered on the event loop: a thread hop costs more than the whole GET.
+        # Whatever may wait for the under storage or a disk goes to a worker thread, in one hop
+        # for the lookup, the checks and (small bodies) the bytes.
+        answer = self._get_cached_object(c, head)
+        if answer is not None:
+            return answer
         return await _run(self._get_object, c, head)
+
+    def _get_cached_object(self, c: Call, head: bool) -> Response | None:
+        """The answer when the object's identity is trusted and its bytes (at most
+        WHOLE_BODY_BYTES) are in the block store where they read without waiting; else None."""
+        assert c.bucket is not None
+        found = self.store.head_trusted(c.bucket, c.key)
+        if found is None:
+            return None
+        info, ident = found
+        answer = self._object_answer(c, head, info)
+        if isinstance(answer, Response):
+            return answer
+        status, headers, start, end = answer
+        if end - start > WHOLE_BODY_BYTES:
+            return None
+        body = self.store.read_cached(c.bucket, c.key, ident, start, end)
+        if body is None or len(body) != end - start:
+            return None
+        return Response(body, status_code=status, headers=headers)
 
     def _get_object(self, c: Call, head: bool) -> Response:
         assert c.bucket is not None
         info = self.store.head(c.bucket, c.key)
+        answer = self._object_answer(c, head, info)
+        if isinstance(answer, Response):
+            return answer
+        status, headers, start, end = answer
+        if end - start > WHOLE_BODY_BYTES:
+            reader = self.store.open_range(c.bucket, info, start, end, segments=True)
+            return ObjectBody(reader, status_code=status, headers=headers)
+        reader = self.store.open_range(c.bucket, info, start, end)
+        try:
+            body = b"".join(reader)
+        finally:
+            reader.close()
+        if len(body) != end - start:  # nothing sent yet: still a clean error
+            raise S3Error("PreconditionFailed", "the object changed while it was read; retry")
+        return Response(body, status_code=status, headers=headers)
+
+    def _object_answer(self, c: Call, head: bool, info: ObjectInfo
+                       ) -> Response | tuple[int, dict[str, str], int, int]:
+        """The whole answer to a GET/HEAD of ``info`` without a body (304, HEAD), else the
+        status, headers and byte range ``[start, end)`` of the body to send."""
         base = {"ETag": info.etag, "Last-Modified": _http_date(info.mtime_ns),
                 "Accept-Ranges": "bytes"}
         if check_conditions(c.headers, info):
@@ -547,17 +590,7 @@ class S3Gateway:
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{info.size}"
         if head:
             return Response(status_code=status, headers=headers)
-        if end - start > WHOLE_BODY_BYTES:
-            reader = self.store.open_range(c.bucket, info, start, end, segments=True)
-            return ObjectBody(reader, status_code=status, headers=headers)
-        reader = self.store.open_range(c.bucket, info, start, end)
-        try:
-            body = b"".join(reader)
-        finally:
-            reader.close()
-        if len(body) != end - start:  # nothing sent yet: still a clean error
-            raise S3Error("PreconditionFailed", "the object changed while it was read; retry")
-        return Response(body, status_code=status, headers=headers)
+        return status, headers, start, end
 
     # -- writing ---------------------------------------------------------------------------------
 

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from api.s3.errors import S3Error
-from catalog.cache.model import BlockSegment, ReadType
+from catalog.cache.model import BlockSegment, FileIdentity, ReadType
 from catalog.exceptions import InvalidInputError, NoSuchPathError
 from catalog.fs.cached import WriteType
 from catalog.fs.namespace import CATALOG_ROOT, Mount, Namespace, NsEntry
@@ -551,8 +551,7 @@ class ObjectStore:
             except (NoSuchPathError, InvalidInputError):
                 ident = None
             if ident is not None:
-                entry = NsEntry(path, False, ident.size, ident.mtime_ns, ident.uri)
-                return ObjectInfo(key, ident.size, ident.mtime_ns, self._etag(path, entry))
+                return self._file_info(path, key, ident)
         try:
             entry = self.ns.stat(path)
         except NoSuchPathError:
@@ -561,6 +560,30 @@ class ObjectStore:
             return None  # 'a' names no object when a is a folder; 'a/' none when a is a file
         return ObjectInfo(key, 0 if entry.is_dir else entry.size, entry.mtime_ns,
                           self._etag(path, entry))
+
+    def _file_info(self, path: str, key: str, ident: FileIdentity) -> ObjectInfo:
+        entry = NsEntry(path, False, ident.size, ident.mtime_ns, ident.uri)
+        return ObjectInfo(key, ident.size, ident.mtime_ns, self._etag(path, entry))
+
+    def head_trusted(self, bucket: str, key: str) -> tuple[ObjectInfo, FileIdentity] | None:
+        """The file object at ``key`` and its identity if known without asking the under
+        storage (:meth:`Namespace.trusted_identity`); None otherwise (a folder key, a miss, an
+        identity to read anew): :meth:`head` answers then."""
+        if key.endswith("/"):
+            return None
+        path = self.path(bucket, key)
+        try:
+            ident = self.ns.trusted_identity(path)
+        except (NoSuchPathError, InvalidInputError):
+            return None
+        return None if ident is None else (self._file_info(path, key, ident), ident)
+
+    def read_cached(self, bucket: str, key: str, ident: FileIdentity, start: int, end: int
+                    ) -> bytes | None:
+        """Bytes ``[start, end)`` of the object whose identity :meth:`head_trusted` gave, if the
+        block store reads them without waiting (:meth:`Namespace.read_cached`); else None:
+        :meth:`open_range` reads them then."""
+        return self.ns.read_cached(self.path(bucket, key), ident, start, end)
 
     def open_range(self, bucket: str, info: ObjectInfo, start: int, end: int, *,
                    segments: bool = False) -> ChunkReader | RangeReader:

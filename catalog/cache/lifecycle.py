@@ -152,6 +152,57 @@ def read_chunks(fd: int, start: int, end: int, chunk: int) -> Iterator[bytes]:
         yield data
 
 
+#: File systems whose pages are memory: reading them never waits for a disk.
+MEMORY_FILE_SYSTEMS = frozenset({"tmpfs", "ramfs"})
+
+
+def file_system_type(path: str) -> str | None:
+    """The type of the file system holding ``path`` (its deepest mount point in
+    ``/proc/self/mounts``); None when that cannot be read."""
+    real = os.path.realpath(path)
+    best, fs_type = "", None
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                point = fields[1].replace("\\040", " ")
+                if (real == point or real.startswith(point.rstrip("/") + "/")) and \
+                        len(point) >= len(best):
+                    best, fs_type = point, fields[2]
+    except OSError:
+        return None
+    return fs_type
+
+
+def read_nowait(fd: int, start: int, end: int, in_memory: bool) -> bytes | None:
+    """Bytes ``[start, end)`` of an open file if reading them cannot wait for a disk: the file is
+    on a memory file system (``in_memory``), or its pages are all in the page cache
+    (``RWF_NOWAIT``); None otherwise. A short file raises ``OSError(EIO)``."""
+    n = end - start
+    if in_memory:
+        data = os.pread(fd, n, start)
+        if len(data) != n:
+            raise OSError(errno.EIO, f"block file ends at {start + len(data)}, {end} expected")
+        return data
+    flag = getattr(os, "RWF_NOWAIT", None)
+    if flag is None:
+        return None
+    buf = bytearray(n)
+    try:
+        got = os.preadv(fd, [buf], start, flag)
+    except BlockingIOError:
+        return None
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+            return None
+        raise
+    # A short count: part of the range is not in the page cache (or the file is short: the
+    # blocking read that follows tells which).
+    return bytes(buf) if got == n else None
+
+
 def copy_block(src: str, size: int, checksum: int, dst: DirState, block_id: str) -> str:
     """Copy a committed block file into ``dst``'s temp area, checking its size and checksum on
     the way, fsynced; returns the temp path (the caller renames it into place). Errors of the

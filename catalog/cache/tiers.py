@@ -85,6 +85,8 @@ class DirState:
         self.blocks: dict[str, Block] = {}
         self.failed_until = 0.0
         self.lock_fd: int | None = None
+        #: On a memory file system (tmpfs): reading its blocks never waits for a disk.
+        self.in_memory = False
 
     @property
     def free(self) -> int:

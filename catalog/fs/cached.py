@@ -298,6 +298,14 @@ class TrustCache(Generic[V]):
                     self._put(uri, value)
         return value
 
+    def peek(self, uri: str, ttl_s: float) -> V | None:
+        """The answer for ``uri`` if read less than ``ttl_s`` ago, else None (nothing loaded)."""
+        if ttl_s <= 0:
+            return None
+        with self._lock:
+            hit = self._d.get(uri)
+        return hit[0] if hit is not None and time.monotonic() - hit[1] < ttl_s else None
+
     def put(self, uri: str, value: V) -> None:
         with self._lock:
             self._put(uri, value)

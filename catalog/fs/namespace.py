@@ -525,6 +525,31 @@ class Namespace:
             raise NoSuchPathError(f"no file {uri}")
         return ident
 
+    def trusted_identity(self, path: str) -> FileIdentity | None:
+        """:meth:`identity` if it is known without asking the under storage (a file held by the
+        cache only, or an identity read less than the mount's ``metadata.sync.interval`` ago);
+        else None."""
+        p = normalize_path(path)
+        rec = self._record(p)
+        if rec is not None:
+            return rec.identity
+        m, uri = self.resolve(p)
+        return self._identities.peek(uri, self.policy(m).sync_interval_s)
+
+    def read_cached(self, path: str, identity: FileIdentity, start: int, end: int
+                    ) -> bytes | None:
+        """Bytes ``[start, end)`` of the file ``identity`` names (from
+        :meth:`trusted_identity`; ``end`` clamped to its size) if the block store holds them
+        where it reads without waiting for a disk (:meth:`BlockStore.read_cached`, with the
+        mount's read type); else None: read with :meth:`iter_range` then."""
+        if self.cache is None:
+            return None
+        p = normalize_path(path)
+        if self._record(p) is not None:  # read as iter_range reads a cache-only file
+            return self.cache.read_cached(identity, start, end, ReadType.NO_CACHE)
+        m, _ = self.resolve(p)
+        return self.cache.read_cached(identity, start, end, self.policy(m).read_type)
+
     @overload
     def iter_range(self, path: str, start: int = ..., end: int | None = ...,
                    read_type: ReadType | str | None = ..., *,

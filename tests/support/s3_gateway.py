@@ -41,13 +41,14 @@ class GatewayServer:
     context exits."""
 
     def __init__(self, app: Any, *, port: int | None = None,
-                 tls: tuple[Path, Path] | None = None) -> None:
+                 tls: tuple[Path, Path] | None = None, parser: str = "auto") -> None:
         self.port = port or free_port()
         self.tls = tls
         kwargs: dict[str, Any] = {}
         if tls is not None:
             kwargs = {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])}
-        config = server_config(app, LOOPBACK, self.port, timeout_graceful_shutdown=3, **kwargs)
+        config = server_config(app, LOOPBACK, self.port, parser=parser,
+                               timeout_graceful_shutdown=3, **kwargs)
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, name="s3-gateway-test",
                                         daemon=True)

@@ -1,6 +1,6 @@
-"""Zero-copy sends: uvicorn with :mod:`api.asgi_server`'s h11 protocol on loopback, and the S3
-gateway sending cached blocks with ``sendfile`` (bytes exact, ranges, keep-alive, a block
-evicted mid-send)."""
+"""Zero-copy sends: uvicorn with :mod:`api.asgi_server`'s h11 and httptools protocols on
+loopback, and the S3 gateway sending cached blocks with ``sendfile`` (bytes exact, ranges,
+keep-alive, pipelining, a block evicted mid-send)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import httpx
 import pytest
 from botocore.config import Config
 
-from api.asgi_server import ZERO_COPY
+from api.asgi_server import HAS_HTTPTOOLS, ZERO_COPY, zero_copy_protocol
 from api.metrics import GATEWAY
 from api.s3.app import S3Gateway
 from api.s3.auth import Credentials
@@ -29,6 +29,8 @@ from tests.support.s3_gateway import GatewayServer, self_signed_cert
 
 MiB = 1024 * 1024
 ACCESS, SECRET, REGION = "zc-access", "zc-secret-key", "us-east-1"
+PARSERS = ["h11", pytest.param("httptools", marks=pytest.mark.skipif(
+    not HAS_HTTPTOOLS, reason="httptools is not installed"))]
 
 
 def _file_app(path: Path) -> Any:
@@ -52,11 +54,13 @@ def _file_app(path: Path) -> Any:
     return app
 
 
-def test_zero_copy_send_frames_bytes_exactly(tmp_path: Path) -> None:
+@pytest.mark.parametrize("parser", PARSERS)
+def test_zero_copy_send_frames_bytes_exactly(tmp_path: Path, parser: str) -> None:
     data = os.urandom(3 * MiB + 5)
     path = tmp_path / "f.bin"
     path.write_bytes(data)
-    with GatewayServer(_file_app(path)) as srv, httpx.Client(base_url=srv.endpoint) as client:
+    with GatewayServer(_file_app(path), parser=parser) as srv, \
+            httpx.Client(base_url=srv.endpoint) as client:
         for o, n in ((0, len(data)), (17, MiB), (len(data) - 3, 3), (5, 0)):
             for chunked in (False, True):
                 r = client.get(f"/?o={o}&n={n}" + ("&chunked=1" if chunked else ""))
@@ -68,12 +72,40 @@ def test_zero_copy_send_frames_bytes_exactly(tmp_path: Path) -> None:
         assert client.get("/?o=1&n=2").content == b"<" + data[1:3] + b">"
 
 
-def test_client_gone_mid_send_is_no_error(tmp_path: Path, caplog: pytest.LogCaptureFixture
-                                          ) -> None:
+@pytest.mark.parametrize("parser", PARSERS)
+def test_pipelined_requests_each_get_their_bytes(tmp_path: Path, parser: str) -> None:
+    data = os.urandom(2 * MiB)
+    path = tmp_path / "f.bin"
+    path.write_bytes(data)
+    spans = [(0, MiB + 3), (7, 11), (MiB, MiB)]
+    with GatewayServer(_file_app(path), parser=parser) as srv, \
+            socket.create_connection(("127.0.0.1", srv.port), timeout=30) as sock:
+        sock.sendall(b"".join(f"GET /?o={o}&n={n} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+                              for o, n in spans))  # all three at once: pipelined
+        got = b""
+        for o, n in spans:
+            while b"\r\n\r\n" not in got:
+                got += sock.recv(65536)
+            head, _, got = got.partition(b"\r\n\r\n")
+            assert b"x-zero-copy: yes" in head.lower() and b"200" in head.split(b"\r\n")[0]
+            while len(got) < n + 2:
+                got += sock.recv(1 << 20)
+            assert got[:n + 2] == b"<" + data[o:o + n] + b">", (o, n)
+            got = got[n + 2:]
+
+
+def test_unknown_parser_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown HTTP parser 'h2'"):
+        zero_copy_protocol("h2")
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+def test_client_gone_mid_send_is_no_error(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                          parser: str) -> None:
     data = os.urandom(64 * MiB)
     path = tmp_path / "f.bin"
     path.write_bytes(data)
-    with GatewayServer(_file_app(path)) as srv:
+    with GatewayServer(_file_app(path), parser=parser) as srv:
         for _ in range(3):
             with socket.create_connection(("127.0.0.1", srv.port)) as sock:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -85,14 +117,15 @@ def test_client_gone_mid_send_is_no_error(tmp_path: Path, caplog: pytest.LogCapt
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
 
 
-def test_zero_copy_send_over_tls_falls_back_to_writes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("parser", PARSERS)
+def test_zero_copy_send_over_tls_falls_back_to_writes(tmp_path: Path, parser: str) -> None:
     tls = self_signed_cert(tmp_path)
     if tls is None:
         pytest.skip("no openssl to make a certificate")
     data = os.urandom(2 * MiB + 1)
     path = tmp_path / "f.bin"
     path.write_bytes(data)
-    with GatewayServer(_file_app(path), tls=tls) as srv, \
+    with GatewayServer(_file_app(path), tls=tls, parser=parser) as srv, \
             httpx.Client(base_url=srv.endpoint, verify=False) as client:
         assert client.get(f"/?o=3&n={MiB + 9}").content == b"<" + data[3:MiB + 12] + b">"
 
