@@ -76,11 +76,17 @@ class GatewayMetrics:
             "strata_s3_sendfile_bytes",
             "GetObject body bytes sent from cached block files with sendfile (zero-copy)",
             registry=registry)
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def observe(self, operation: str, status: int, seconds: float) -> None:
         """Count one finished request (the gateway's hook)."""
-        self.requests.labels(operation, str(status)).inc()
-        self.latency.labels(operation).observe(seconds)
+        key = (operation, status)
+        children = self._children.get(key)
+        if children is None:  # labels() costs a lock and a lookup: once per kind of answer
+            children = self._children[key] = (self.requests.labels(operation, str(status)),
+                                               self.latency.labels(operation))
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 #: The gateway instruments every :class:`api.s3.app.S3Gateway` of this process reports to.

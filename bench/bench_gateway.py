@@ -2,7 +2,7 @@
 """GET throughput of the S3 gateway: warm (from the block store) vs moto vs the local disk, and
 cold vs warm from a WAN-like remote under storage.
 
-One run, everything on 127.0.0.1, boto3 as the client everywhere:
+One run, everything on 127.0.0.1, boto3 as the client (and a lean client for comparison):
 
 1. writes the objects into a local folder: one ``--big-mib`` (64) MiB object and
    ``--small-count`` objects of ``--small-kib`` (100) KiB, random bytes;
@@ -16,7 +16,7 @@ One run, everything on 127.0.0.1, boto3 as the client everywhere:
 
    * **local**: Python reading the files from the page cache (4 MiB reads; open/read/close per
      small file): the limit;
-   * **boto3 ceiling**: boto3 GETting the big object from a bare socket server that holds it
+   * **boto3 ceiling**: boto3 GETting the objects from a bare socket server that holds them
      in memory: what the client itself can take;
    * **moto**: boto3 GETs straight from moto (no proxy): the peer;
    * **gateway cold** (``/wan``): the first GETs of the objects, every block fetched from moto
@@ -26,6 +26,10 @@ One run, everything on 127.0.0.1, boto3 as the client everywhere:
 
    the big object: sequential GETs streamed in 4 MiB chunks (MB/s); the small ones: sequential
    GETs from one client (GETs/s), and ``--clients`` client processes at once for ``--seconds``;
+   and again with the **lean client** (``LeanClient``: presigned GETs on one raw keep-alive
+   socket, bodies received into one reused buffer), for the bare server, moto and the warm
+   gateway: the servers' own rates with boto3's per-request cost (~4 ms of client CPU per GET
+   here) out of the way;
 5. reads the CPU time of the Strata process (``/proc/<pid>/stat``) around every gateway case:
    CPU seconds per GB served;
 6. prints the ratios against the targets (64 MiB warm >= 1.5x moto and within 2x of the local
@@ -78,25 +82,30 @@ READ_CHUNK = 4 * MiB
 #: The client's own limit: a bare socket server sending a file's bytes from memory as the
 #: answer to every request on a connection (keep-alive), no parsing beyond the blank line.
 RAW_SERVER = r"""
-import socket, sys
-body = open(sys.argv[2], "rb").read()
-head = (b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nETag: \"x\"\r\n"
-        b"Last-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\nContent-Length: %d\r\n\r\n"
-        % len(body))
-srv = socket.create_server(("127.0.0.1", int(sys.argv[1])))
-while True:
-    conn, _ = srv.accept()
+import socket, sys, threading
+answers = {}
+for name, path in (("big", sys.argv[2]), ("small", sys.argv[3])):
+    body = open(path, "rb").read()
+    answers[name] = (b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                     b"ETag: \"x\"\r\nLast-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body), body)
+def serve(conn):
     buf = b""
     try:
         while data := conn.recv(65536):
             buf += data
             while b"\r\n\r\n" in buf:
-                buf = buf.split(b"\r\n\r\n", 1)[1]
+                request, buf = buf.split(b"\r\n\r\n", 1)
+                head, body = answers["small" if b"/small/" in request.split(b"\r\n")[0]
+                                     else "big"]
                 conn.sendall(head)
                 conn.sendall(body)
     except OSError:
         pass
     conn.close()
+srv = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+while True:
+    threading.Thread(target=serve, args=(srv.accept()[0],), daemon=True).start()
 """
 GW_ACCESS, GW_SECRET = "BENCHGATEWAYKEY", "bench-gateway-secret-" + "x" * 16
 TOKEN = "bench-gateway-token-" + secrets.token_hex(8)
@@ -159,6 +168,59 @@ def read_local(path: Path) -> int:
             if not data:
                 return n
             n += len(data)
+
+
+#: The lean client's receive buffer, reused: 64 KiB (here, larger reused buffers receive and
+#: read at a third of the speed).
+_LEAN_BUFFER = bytearray(64 * 1024)
+
+
+class LeanClient:
+    """GETs of presigned URLs on one keep-alive connection, each body received into one reused
+    buffer (``recv_into``): a client that costs next to nothing, so that the servers' own rates
+    show with boto3's cost (its request pipeline, its copies) out of the way."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.netloc = endpoint.split("://", 1)[1].rstrip("/")
+        host, _, port = self.netloc.rpartition(":")
+        self.address = (host, int(port))
+        self.sock: socket.socket | None = None
+        self.view = memoryview(_LEAN_BUFFER)
+
+    def get(self, url: str) -> int:
+        """GET ``url`` (presigned, on this endpoint); the body's length. Anything but a 200 with
+        a Content-Length is an error."""
+        if self.sock is None:
+            self.sock = socket.create_connection(self.address, timeout=60)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        target = url.split(self.netloc, 1)[1]
+        self.sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {self.netloc}\r\n\r\n".encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("the server closed the connection")
+            head += data
+        head, _, rest = head.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        if b" 200 " not in lines[0] + b" ":
+            raise RuntimeError(f"lean GET {target[:80]}: {lines[0]!r}")
+        length = next(int(v) for k, _, v in (ln.partition(b":") for ln in lines[1:])
+                      if k.strip().lower() == b"content-length")
+        n = len(rest)
+        while n < length:
+            got = self.sock.recv_into(self.view[:min(len(self.view), length - n)])
+            if not got:
+                raise ConnectionError("the server closed the connection mid-body")
+            n += got
+        if any(ln.lower().replace(b" ", b"") == b"connection:close" for ln in lines[1:]):
+            self.close()  # moto's server (werkzeug) answers one request per connection
+        return length
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
 
 class Case:
@@ -472,13 +534,39 @@ def main(argv: list[str] | None = None) -> int:
         def free_wan() -> None:
             rest.cache_action("free", "/wan")
 
+        def lean_big(lean: LeanClient, url: str) -> Callable[[], tuple[int, int]]:
+            def run() -> tuple[int, int]:
+                n = lean.get(url)
+                assert n == big_bytes, n
+                return n, 1
+            return run
+
+        def lean_smalls(lean: LeanClient, urls: list[str]) -> Callable[[], tuple[int, int]]:
+            def run() -> tuple[int, int]:
+                n = sum(lean.get(u) for u in urls)
+                assert n == args.small_count * args.small_kib * 1024, n
+                return n, len(urls)
+            return run
+
+        def presigned(endpoint: str, access: str, secret: str, bucket: str, keys: list[str]
+                      ) -> list[str]:
+            import boto3
+            from botocore.config import Config
+
+            signer = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=access,
+                                  aws_secret_access_key=secret, region_name=s3.region,
+                                  config=Config(signature_version="s3v4",
+                                                s3={"addressing_style": "path"}))
+            return [signer.generate_presigned_url("get_object", Params={
+                "Bucket": bucket, "Key": k}, ExpiresIn=3600) for k in keys]
+
         log("the limit: local reads from the page cache")
         measure("local big", lambda: (read_local(folder / BIG), 1))
         measure("local small", lambda: (sum(read_local(folder / k) for k in small), len(small)))
-        log("the client's ceiling: boto3 from a bare socket server (bytes in memory)")
+        log("the clients' ceilings: a bare socket server (bytes in memory)")
         raw_port = free_port()
         raw = subprocess.Popen([sys.executable, "-c", RAW_SERVER, str(raw_port),
-                                str(folder / BIG)])
+                                str(folder / BIG), str(folder / small[0])])
         try:
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
@@ -490,11 +578,24 @@ def main(argv: list[str] | None = None) -> int:
             ceiling = s3_client(f"http://{LOOPBACK}:{raw_port}")
             get_all(ceiling, BUCKET, BIG)
             measure("boto3 ceiling big", big(ceiling, BUCKET))
+            measure("boto3 ceiling small", smalls(ceiling, BUCKET))
+            raw_endpoint = f"http://{LOOPBACK}:{raw_port}"
+            lean = LeanClient(raw_endpoint)
+            measure("lean ceiling big", lean_big(lean, presigned(
+                raw_endpoint, GW_ACCESS, GW_SECRET, BUCKET, [BIG])[0]))
+            measure("lean ceiling small", lean_smalls(lean, presigned(
+                raw_endpoint, GW_ACCESS, GW_SECRET, BUCKET, small)))
+            lean.close()
         finally:
             stop_process(raw)
         log("the peer: moto")
         measure("moto big", big(moto, BUCKET), s3.pid)
         measure("moto small", smalls(moto, BUCKET), s3.pid)
+        lean = LeanClient(s3.endpoint)
+        moto_urls = presigned(s3.endpoint, s3.access_key, s3.secret_key, BUCKET, [BIG, *small])
+        measure("lean moto big", lean_big(lean, moto_urls[0]), s3.pid)
+        measure("lean moto small", lean_smalls(lean, moto_urls[1:]), s3.pid)
+        lean.close()
         log(f"gateway cold: /wan (moto + {args.latency_ms:g} ms per request), cache freed "
             "before each run")
         measure("gateway cold big (wan)", big(gw, "wan"), strata.pid, before=free_wan)
@@ -511,6 +612,11 @@ def main(argv: list[str] | None = None) -> int:
         measure("gateway warm small (wan)", smalls(gw, "wan"), strata.pid)
         measure("gateway warm big (local)", big(gw, "local"), strata.pid)
         measure("gateway warm small (local)", smalls(gw, "local"), strata.pid)
+        lean = LeanClient(strata.endpoint)
+        gw_urls = presigned(strata.endpoint, GW_ACCESS, GW_SECRET, "wan", [BIG, *small])
+        measure("lean gateway warm big (wan)", lean_big(lean, gw_urls[0]), strata.pid)
+        measure("lean gateway warm small (wan)", lean_smalls(lean, gw_urls[1:]), strata.pid)
+        lean.close()
         for key, size in list(expected.items())[:3]:  # and the bytes are the file's
             body = gw.get_object(Bucket="wan", Key=key)["Body"].read()
             assert len(body) == size and body == (folder / key).read_bytes(), key
@@ -583,6 +689,20 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
         "small_warm_vs_cold": (m["gateway warm small (wan)"]["gets_per_s"]
                                / m["gateway cold small (wan)"]["gets_per_s"]),
     }
+    ratios.update({
+        "small_client_ceiling_vs_moto": (m["boto3 ceiling small"]["gets_per_s"]
+                                         / m["moto small"]["gets_per_s"]),
+        "small_warm_vs_client_ceiling": (m["gateway warm small (wan)"]["gets_per_s"]
+                                         / m["boto3 ceiling small"]["gets_per_s"]),
+        "lean_big_warm_vs_moto": (m["lean gateway warm big (wan)"]["mb_per_s"]
+                                  / m["lean moto big"]["mb_per_s"]),
+        "lean_big_warm_vs_local": (m["lean gateway warm big (wan)"]["mb_per_s"]
+                                   / m["local big"]["mb_per_s"]),
+        "lean_small_warm_vs_moto": (m["lean gateway warm small (wan)"]["gets_per_s"]
+                                    / m["lean moto small"]["gets_per_s"]),
+        "lean_ceiling_big_vs_local": (m["lean ceiling big"]["mb_per_s"]
+                                      / m["local big"]["mb_per_s"]),
+    })
     if "concurrent" in res:
         c = res["concurrent"]
         ratios["small_warm_vs_moto_concurrent"] = (c["gateway warm (wan)"]["gets_per_s"]
@@ -594,15 +714,22 @@ def summarize(res: dict[str, Any]) -> dict[str, Any]:
         "big_warm_vs_cold": ratios["big_warm_vs_cold"] >= TARGETS["warm_vs_cold"],
         "small_warm_vs_cold": ratios["small_warm_vs_cold"] >= TARGETS["warm_vs_cold"],
     }
+    lean_targets = {
+        "big_warm_vs_moto": ratios["lean_big_warm_vs_moto"] >= TARGETS["big_warm_vs_moto"],
+        "big_warm_within_2x_local": (ratios["lean_big_warm_vs_local"]
+                                     >= TARGETS["big_warm_vs_local"]),
+        "small_warm_vs_moto": ratios["lean_small_warm_vs_moto"] >= TARGETS["small_warm_vs_moto"],
+    }
     cpu = {name: mm["server_cpu_s_per_gb"] for name, mm in m.items()
            if "server_cpu_s_per_gb" in mm}
-    return {"ratios": ratios, "targets_met": targets, "server_cpu_s_per_gb": cpu}
+    return {"ratios": ratios, "targets_met": targets, "targets_met_lean_client": lean_targets,
+            "server_cpu_s_per_gb": cpu}
 
 
 def print_summary(res: dict[str, Any], summary: dict[str, Any]) -> None:
     cfg = res["config"]
     print()
-    print(f"GETs with boto3, {cfg['big_mib']} MiB and {cfg['small_count']} x {cfg['small_kib']} "
+    print(f"GETs with boto3 (lean: the lean client), {cfg['big_mib']} MiB and {cfg['small_count']} x {cfg['small_kib']} "
           f"KiB objects, median of {cfg['repeats']} runs, {res['environment']['nproc']} CPUs")
     head = ("case", "MB/s", "GETs/s", "server CPU s/GB")
     rows = [(name, f"{c['median']['mb_per_s']:,.0f}", f"{c['median']['gets_per_s']:,.1f}",
@@ -633,12 +760,23 @@ def print_summary(res: dict[str, Any], summary: dict[str, Any]) -> None:
           f"{verdict(t['small_warm_vs_moto'])}"
           + (f"; {r['small_warm_vs_moto_concurrent']:.2f}x with "
              f"{res['concurrent']['moto']['clients']} clients"
-             if "small_warm_vs_moto_concurrent" in r else ""))
+             if "small_warm_vs_moto_concurrent" in r else "")
+          + f"; a bare server reaches {r['small_client_ceiling_vs_moto']:.2f}x moto with boto3, "
+            f"the gateway {r['small_warm_vs_client_ceiling']:.2f}x of that")
     print(f"from the local mount instead: 64 MiB {r['big_warm_local_vs_moto']:.2f}x moto, "
           f"100 KiB {r['small_warm_local_vs_moto']:.2f}x moto")
     print(f"warm vs cold (WAN-like), 64 MiB: {r['big_warm_vs_cold']:.2f}x, 100 KiB: "
           f"{r['small_warm_vs_cold']:.2f}x (target >= 5x): "
           f"{verdict(t['big_warm_vs_cold'])}, {verdict(t['small_warm_vs_cold'])}")
+    lt = summary["targets_met_lean_client"]
+    print("with the lean client (presigned GETs on a raw socket, bodies into one buffer):")
+    print(f"  64 MiB warm GET vs moto:       {r['lean_big_warm_vs_moto']:.2f}x (target >= 1.5x): "
+          f"{verdict(lt['big_warm_vs_moto'])}")
+    print(f"  64 MiB warm GET vs local read: {r['lean_big_warm_vs_local']:.2f}x (target >= 0.5x): "
+          f"{verdict(lt['big_warm_within_2x_local'])}; a bare server reaches "
+          f"{r['lean_ceiling_big_vs_local']:.2f}x")
+    print(f"  100 KiB warm GETs/s vs moto:   {r['lean_small_warm_vs_moto']:.2f}x (target >= 2x): "
+          f"{verdict(lt['small_warm_vs_moto'])}")
 
 
 if __name__ == "__main__":

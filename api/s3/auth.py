@@ -30,7 +30,7 @@ STREAMING = frozenset({STREAMING_SIGNED, STREAMING_SIGNED_TRAILER, STREAMING_UNS
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 MAX_SKEW_S = 15 * 60
 MAX_EXPIRES_S = 7 * 24 * 3600
-_DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+_AMZ_DATE = re.compile(r"[0-9]{8}T[0-9]{6}Z")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _SPACES = re.compile(r"\s+")
 #: Headers a client may send without signing them (proxies and SDKs add them).
@@ -140,18 +140,29 @@ def _raw_query(raw_query: bytes, skip: str | None) -> str:
 
 
 def _canonical_headers(headers: Sequence[tuple[str, str]], signed: Sequence[str]) -> str:
+    wanted = set(signed)
     values: dict[str, list[str]] = {}
     for name, value in headers:
-        values.setdefault(name.lower(), []).append(_SPACES.sub(" ", value.strip()))
+        name = name.lower()
+        if name in wanted:
+            value = value.strip()
+            if "  " in value or "\t" in value or "\n" in value or "\r" in value:
+                value = _SPACES.sub(" ", value)
+            values.setdefault(name, []).append(value)
     return "".join(f"{h}:{','.join(values.get(h, []))}\n" for h in signed)
 
 
 def _parse_date(value: str) -> float:
-    try:
-        return datetime.strptime(value, _DATE_FORMAT).replace(tzinfo=timezone.utc).timestamp()
-    except ValueError as e:
-        raise S3Error("AccessDenied", "AWS authentication requires a valid x-amz-date "
-                      "(YYYYMMDDTHHMMSSZ)") from e
+    """Seconds since the epoch of an ``x-amz-date`` (``YYYYMMDDTHHMMSSZ``, UTC)."""
+    if _AMZ_DATE.fullmatch(value):
+        try:
+            return datetime(int(value[0:4]), int(value[4:6]), int(value[6:8]), int(value[9:11]),
+                            int(value[11:13]), int(value[13:15]),
+                            tzinfo=timezone.utc).timestamp()
+        except ValueError:
+            pass
+    raise S3Error("AccessDenied", "AWS authentication requires a valid x-amz-date "
+                  "(YYYYMMDDTHHMMSSZ)")
 
 
 class Verifier:

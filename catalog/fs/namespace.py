@@ -36,6 +36,7 @@ never touches the cache (``NO_CACHE``).
 from __future__ import annotations
 
 import posixpath
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -111,14 +112,19 @@ def redact(options: Mapping[str, str]) -> dict[str, str]:
     return {k: (REDACTED if is_secret_option(k) else v) for k, v in options.items()}
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def normalize_path(path: str) -> str:
     """The canonical namespace path: absolute, no ``.``/``..``/empty segments, no trailing ``/``."""
     if not isinstance(path, str) or not path.startswith("/"):
         raise InvalidInputError(f"namespace path '{path}' must be absolute (start with '/')")
     if len(path) > _MAX_PATH:
         raise InvalidInputError(f"namespace path is longer than {_MAX_PATH} characters")
-    if any(ord(c) < 0x20 or c == "\x7f" for c in path):
+    if _CONTROL.search(path):
         raise InvalidInputError(f"namespace path {path!r} contains control characters")
+    if "//" not in path and "/." not in path and (path == "/" or not path.endswith("/")):
+        return path  # canonical already (the common case)
     segments = [s for s in path.split("/") if s]
     if any(s in (".", "..") for s in segments):
         raise InvalidInputError(f"namespace path '{path}' may not contain '.' or '..'")
