@@ -524,10 +524,11 @@ class S3Gateway:
         return await _run(self._get_object, c, head)
 
     def _get_cached_object(self, c: Call, head: bool) -> Response | None:
-        """The answer when the object's identity is trusted and its bytes (at most
-        WHOLE_BODY_BYTES) are in the block store where they read without waiting; else None."""
+        """The answer when the object's identity needs no network (trusted, or a local stat) and
+        its bytes (at most WHOLE_BODY_BYTES) are in the block store where they read without
+        waiting; else None."""
         assert c.bucket is not None
-        found = self.store.head_trusted(c.bucket, c.key)
+        found = self.store.head_quick(c.bucket, c.key)
         if found is None:
             return None
         info, ident = found

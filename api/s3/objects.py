@@ -565,22 +565,22 @@ class ObjectStore:
         entry = NsEntry(path, False, ident.size, ident.mtime_ns, ident.uri)
         return ObjectInfo(key, ident.size, ident.mtime_ns, self._etag(path, entry))
 
-    def head_trusted(self, bucket: str, key: str) -> tuple[ObjectInfo, FileIdentity] | None:
-        """The file object at ``key`` and its identity if known without asking the under
-        storage (:meth:`Namespace.trusted_identity`); None otherwise (a folder key, a miss, an
-        identity to read anew): :meth:`head` answers then."""
+    def head_quick(self, bucket: str, key: str) -> tuple[ObjectInfo, FileIdentity] | None:
+        """The file object at ``key`` and its identity if no network has to be waited for
+        (:meth:`Namespace.quick_identity`); None otherwise (a folder key, a miss, an identity to
+        ask a remote store for): :meth:`head` answers then."""
         if key.endswith("/"):
             return None
         path = self.path(bucket, key)
         try:
-            ident = self.ns.trusted_identity(path)
+            ident = self.ns.quick_identity(path)
         except (NoSuchPathError, InvalidInputError):
             return None
         return None if ident is None else (self._file_info(path, key, ident), ident)
 
     def read_cached(self, bucket: str, key: str, ident: FileIdentity, start: int, end: int
                     ) -> bytes | None:
-        """Bytes ``[start, end)`` of the object whose identity :meth:`head_trusted` gave, if the
+        """Bytes ``[start, end)`` of the object whose identity :meth:`head_quick` gave, if the
         block store reads them without waiting (:meth:`Namespace.read_cached`); else None:
         :meth:`open_range` reads them then."""
         return self.ns.read_cached(self.path(bucket, key), ident, start, end)

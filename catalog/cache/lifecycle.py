@@ -152,30 +152,6 @@ def read_chunks(fd: int, start: int, end: int, chunk: int) -> Iterator[bytes]:
         yield data
 
 
-#: File systems whose pages are memory: reading them never waits for a disk.
-MEMORY_FILE_SYSTEMS = frozenset({"tmpfs", "ramfs"})
-
-
-def file_system_type(path: str) -> str | None:
-    """The type of the file system holding ``path`` (its deepest mount point in
-    ``/proc/self/mounts``); None when that cannot be read."""
-    real = os.path.realpath(path)
-    best, fs_type = "", None
-    try:
-        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) < 3:
-                    continue
-                point = fields[1].replace("\\040", " ")
-                if (real == point or real.startswith(point.rstrip("/") + "/")) and \
-                        len(point) >= len(best):
-                    best, fs_type = point, fields[2]
-    except OSError:
-        return None
-    return fs_type
-
-
 def read_nowait(fd: int, start: int, end: int, in_memory: bool) -> bytes | None:
     """Bytes ``[start, end)`` of an open file if reading them cannot wait for a disk: the file is
     on a memory file system (``in_memory``), or its pages are all in the page cache

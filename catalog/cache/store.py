@@ -27,9 +27,7 @@ from catalog.cache.lifecycle import (
     check_file,
     clear_tmp,
     copy_block,
-    MEMORY_FILE_SYSTEMS,
     ensure_parent,
-    file_system_type,
     fsync_dir,
     read_chunks,
     read_nowait,
@@ -56,6 +54,7 @@ from catalog.cache.model import (
 )
 from catalog.cache.tiers import LOCK_FILE, Block, DirState, TierState
 from catalog.exceptions import InvalidInputError, StateStoreError, UfsError
+from catalog.filesystems import MEMORY_FILE_SYSTEMS, file_system_type
 from catalog.store import StateStore
 
 log = logging.getLogger("catalog.cache")

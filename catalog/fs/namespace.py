@@ -62,6 +62,7 @@ from catalog.exceptions import (
     UfsError,
     UfsUnavailableError,
 )
+from catalog.filesystems import stat_is_local
 from catalog.fs.cached import (
     CACHE_OPTIONS,
     TOKEN_PREFIX,
@@ -210,6 +211,8 @@ class Namespace:
         #: The last fingerprint of each location (:meth:`fingerprints`).
         self._fingerprinted: dict[str, str | None] = {}
         self._policies: dict[tuple[str, tuple[tuple[str, str], ...]], CachePolicy] = {}
+        #: Per mount root: whether its stats never wait on a network (quick_identity).
+        self._local_stats: dict[str, bool] = {}
         #: Claims serializing the under-storage changes of one path.
         self.claims = PathClaims()
         #: The background persister of ASYNC_THROUGH writes (None without a cache).
@@ -531,21 +534,34 @@ class Namespace:
             raise NoSuchPathError(f"no file {uri}")
         return ident
 
-    def trusted_identity(self, path: str) -> FileIdentity | None:
-        """:meth:`identity` if it is known without asking the under storage (a file held by the
-        cache only, or an identity read less than the mount's ``metadata.sync.interval`` ago);
-        else None."""
+    def quick_identity(self, path: str) -> FileIdentity | None:
+        """:meth:`identity` when no network has to be waited for: a file held by the cache only,
+        an identity read less than the mount's ``metadata.sync.interval`` ago, or a stat of a
+        mount on a local, non-network file system (:func:`catalog.filesystems.stat_is_local`);
+        else None. NoSuchPathError / InvalidInputError as :meth:`identity` for such a stat."""
         p = normalize_path(path)
         rec = self._record(p)
         if rec is not None:
             return rec.identity
         m, uri = self.resolve(p)
-        return self._identities.peek(uri, self.policy(m).sync_interval_s)
+        ident = self._identities.peek(uri, self.policy(m).sync_interval_s)
+        if ident is None and self._stat_is_local(m):
+            return self._ufs_identity(m, uri, self.ufs(m))
+        return ident
+
+    def _stat_is_local(self, m: Mount) -> bool:
+        key = m.ufs_uri
+        local = self._local_stats.get(key)
+        if local is None:
+            ufs = self.ufs(m)
+            local = self._local_stats[key] = not ufs.remote and m.ufs_uri.startswith(
+                "file:") and stat_is_local("/" + m.ufs_uri[len("file:"):].lstrip("/"))
+        return local
 
     def read_cached(self, path: str, identity: FileIdentity, start: int, end: int
                     ) -> bytes | None:
         """Bytes ``[start, end)`` of the file ``identity`` names (from
-        :meth:`trusted_identity`; ``end`` clamped to its size) if the block store holds them
+        :meth:`quick_identity`; ``end`` clamped to its size) if the block store holds them
         where it reads without waiting for a disk (:meth:`BlockStore.read_cached`, with the
         mount's read type); else None: read with :meth:`iter_range` then."""
         if self.cache is None:

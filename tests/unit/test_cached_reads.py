@@ -1,5 +1,5 @@
 """Reads that never wait: :meth:`BlockStore.read_cached` (cached blocks from a memory file system
-or the page cache, else None with nothing changed), :meth:`Namespace.trusted_identity` /
+or the page cache, else None with nothing changed), :meth:`Namespace.quick_identity` /
 :meth:`Namespace.read_cached`, and the S3 gateway answering warm GETs on its event loop with
 exactly the answers of its worker-thread path."""
 
@@ -16,10 +16,13 @@ import pytest
 from starlette.testclient import TestClient
 
 import api.s3.app as s3app
+import catalog.filesystems as filesystems
 from api.s3.app import S3Gateway
 from catalog.cache import BlockStore, CacheConfig, DirConfig, TierConfig
-from catalog.cache.lifecycle import MEMORY_FILE_SYSTEMS, file_system_type
+from catalog.filesystems import MEMORY_FILE_SYSTEMS, file_system_type, stat_is_local
 from catalog.cache.model import FileIdentity, ReadType
+import catalog.fs.namespace as namespace_module
+from catalog.exceptions import NoSuchPathError
 from catalog.fs.namespace import Namespace
 from catalog.store import StateStore
 
@@ -57,6 +60,15 @@ def test_file_system_types() -> None:
     if os.path.isdir("/dev/shm"):
         assert file_system_type("/dev/shm") in MEMORY_FILE_SYSTEMS | {"devtmpfs"}
     assert file_system_type(os.getcwd()) is not None
+
+
+
+@pytest.mark.parametrize("fs_type,local", [("ext4", True), ("tmpfs", True), ("nfs4", False),
+                                           ("cifs", False), ("fuse.sshfs", False), (None, False)])
+def test_stat_is_local_only_off_the_network(monkeypatch: pytest.MonkeyPatch,
+                                            fs_type: str | None, local: bool) -> None:
+    monkeypatch.setattr(filesystems, "file_system_type", lambda path: fs_type)
+    assert stat_is_local("/anywhere") is local
 
 
 def test_read_cached_serves_only_what_is_cached(store: BlockStore, tmp_path: Path) -> None:
@@ -175,21 +187,38 @@ def ns(tmp_path: Path) -> Iterator[Namespace]:
     state.close()
 
 
-def test_trusted_identity_needs_a_trusted_answer(ns: Namespace, tmp_path: Path) -> None:
+def test_quick_identity_needs_a_trusted_answer_off_a_local_disk(
+        as_if_on_nfs: None, ns: Namespace, tmp_path: Path) -> None:
     _put(tmp_path, "a.bin", b"0123456789")
-    assert ns.trusted_identity("/now/a.bin") is None
-    assert ns.trusted_identity("/kept/a.bin") is None  # never asked yet
+    assert ns.quick_identity("/now/a.bin") is None
+    assert ns.quick_identity("/kept/a.bin") is None  # never asked yet
     ident = ns.identity("/kept/a.bin")
-    assert ns.trusted_identity("/kept/a.bin") == ident
+    assert ns.quick_identity("/kept/a.bin") == ident
     assert ns.read_cached("/kept/a.bin", ident, 0, 10) is None  # not cached yet
     assert b"".join(ns.iter_range("/kept/a.bin")) == b"0123456789"
     assert ns.read_cached("/kept/a.bin", ident, 2, 5) == b"234"
     ns.forget(ident.uri)
-    assert ns.trusted_identity("/kept/a.bin") is None
-    assert ns.trusted_identity("/now/a.bin") is None
+    assert ns.quick_identity("/kept/a.bin") is None
+    assert ns.quick_identity("/now/a.bin") is None
+
+
+def test_quick_identity_stats_a_local_disk(ns: Namespace, tmp_path: Path) -> None:
+    if not stat_is_local(str(tmp_path)):
+        pytest.skip(f"{tmp_path} is on a network file system")
+    _put(tmp_path, "a.bin", b"0123456789")
+    assert ns.quick_identity("/now/a.bin") == ns.identity("/now/a.bin")
+    with pytest.raises(NoSuchPathError):
+        ns.quick_identity("/now/missing.bin")
 
 
 # -- the gateway ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def as_if_on_nfs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every mount's stats as if they could wait on a network (a file system this machine
+    cannot mount for a test): only trusted identities are quick."""
+    monkeypatch.setattr(namespace_module, "stat_is_local", lambda path: False)
 
 
 @pytest.fixture
@@ -239,7 +268,8 @@ def _answer(r: Any) -> tuple[int, bytes, dict[str, str]]:
 
 
 def test_warm_gets_are_answered_on_the_event_loop_as_the_thread_answers(
-        gateway: tuple[TestClient, list[str]], ns: Namespace, tmp_path: Path) -> None:
+        as_if_on_nfs: None, gateway: tuple[TestClient, list[str]], ns: Namespace,
+        tmp_path: Path) -> None:
     client, hops = gateway
     data = os.urandom(3 * BS + 11)
     _put(tmp_path, "o.bin", data)
@@ -263,7 +293,8 @@ def test_warm_gets_are_answered_on_the_event_loop_as_the_thread_answers(
     assert hops == ["_get_object"] * 2  # interval 0: always asked, always the thread
 
 
-def test_the_event_loop_leaves_the_rest_to_the_thread(gateway: tuple[TestClient, list[str]],
+def test_the_event_loop_leaves_the_rest_to_the_thread(as_if_on_nfs: None,
+                                                      gateway: tuple[TestClient, list[str]],
                                                       ns: Namespace, tmp_path: Path) -> None:
     client, hops = gateway
     lake = tmp_path / "kept"
@@ -289,3 +320,23 @@ def test_the_event_loop_leaves_the_rest_to_the_thread(gateway: tuple[TestClient,
     hops.clear()
     assert client.get("/kept/v.bin").content == b"new bytes!"
     assert hops == []
+
+
+def test_a_local_disk_mount_is_answered_on_the_event_loop_and_never_stale(
+        gateway: tuple[TestClient, list[str]], tmp_path: Path) -> None:
+    if not stat_is_local(str(tmp_path)):
+        pytest.skip(f"{tmp_path} is on a network file system")
+    client, hops = gateway
+    path = tmp_path / "now" / "f.bin"
+    path.write_bytes(b"first version")
+    assert client.get("/now/f.bin").content == b"first version"  # cold: the thread caches it
+    assert hops == ["_get_object"]
+    hops.clear()
+    assert client.get("/now/f.bin").content == b"first version"
+    assert client.head("/now/f.bin").status_code == 200
+    assert hops == []  # a local stat and a cached block: no thread
+    st = path.stat()
+    path.write_bytes(b"second  version")  # rewritten behind Strata's back (interval 0)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert client.get("/now/f.bin").content == b"second  version"  # the stat saw it at once
+    assert client.get("/now/missing.bin").status_code == 404
