@@ -103,6 +103,44 @@ class ZeroCopyH11Protocol(H11Protocol):
             scope.setdefault("extensions", {})[ZERO_COPY] = {}
 
 
+class _HeldHead:
+    """A cycle's transport while its response head waits for the first body bytes: writes are
+    kept; :meth:`sending` then makes the next write carry them, :meth:`flush` writes what is
+    still kept (before a close, or when no body bytes came)."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._parts: list[bytes] = []
+        self._sending = False
+
+    def write(self, data: bytes) -> None:
+        if self._sending and self._parts:
+            self._parts.append(data)
+            data = b"".join(self._parts)
+            self._parts = []
+            self._transport.write(data)
+        elif self._sending:
+            self._transport.write(data)
+        else:
+            self._parts.append(bytes(data))
+
+    def sending(self) -> _HeldHead:
+        self._sending = True
+        return self
+
+    def flush(self) -> None:
+        if self._parts:
+            data, self._parts = b"".join(self._parts), []
+            self._transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 HAS_HTTPTOOLS = importlib.util.find_spec("httptools") is not None
 
 if HAS_HTTPTOOLS:
@@ -110,10 +148,36 @@ if HAS_HTTPTOOLS:
 
     class ZeroCopyHttpToolsCycle(httptools_impl.RequestResponseCycle):
         """uvicorn's httptools request/response cycle that also sends
-        ``http.response.zerocopysend``, framed as that cycle frames body bytes."""
+        ``http.response.zerocopysend``, framed as that cycle frames body bytes. The response
+        head is held back and written with the first body bytes: one write, and one wake-up of
+        the client, per small response."""
+
+        _held: _HeldHead | None = None
 
         async def send(self, message: Any) -> None:
-            if message.get("type") != ZERO_COPY:
+            kind = message.get("type")
+            if kind == "http.response.start" and not self.response_started:
+                real = self.transport
+                self._held = held = _HeldHead(real)
+                self.transport = held  # type: ignore[assignment]
+                try:
+                    await super().send(message)
+                finally:
+                    self.transport = real
+                return
+            held, self._held = self._held, None
+            if held is not None and kind == "http.response.body":
+                real = self.transport
+                self.transport = held.sending()  # type: ignore[assignment]
+                try:
+                    await super().send(message)
+                finally:
+                    self.transport = real
+                    held.flush()
+                return
+            if held is not None:
+                held.flush()
+            if kind != ZERO_COPY:
                 await super().send(message)
                 return
             if not await _ready_for_region(self):
