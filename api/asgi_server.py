@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import h11
@@ -65,6 +66,22 @@ async def _ready_for_region(cycle: Any) -> bool:
     return True
 
 
+async def _zero_copy_send(cycle: Any, message: Any,
+                          send_framed: Callable[[Any, int], Awaitable[bool]],
+                          send: Callable[[Any], Awaitable[None]]) -> None:
+    """A ``http.response.zerocopysend`` on ``cycle``: its region sent framed by the protocol
+    (``send_framed``: False when the client went away), then the end of the body unless more
+    comes (``send``: the cycle's own send)."""
+    if not await _ready_for_region(cycle):
+        return
+    count = int(message.get("count", 0))
+    if count > 0 and cycle.scope["method"] != "HEAD":
+        if not await send_framed(message, count):
+            return
+    if not message.get("more_body", False):
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 class ZeroCopyCycle(RequestResponseCycle):
     """uvicorn's h11 request/response cycle that also sends ``http.response.zerocopysend``."""
 
@@ -72,21 +89,18 @@ class ZeroCopyCycle(RequestResponseCycle):
         if message.get("type") != ZERO_COPY:
             await super().send(message)
             return
-        if not await _ready_for_region(self):
-            return
-        count = int(message.get("count", 0))
-        if count > 0 and self.scope["method"] != "HEAD":
-            region = _Region(count)
-            # h11 frames any object with a length (its documented way to sendfile).
-            data = h11.Data(data=region)  # type: ignore[arg-type]
-            pieces = self.conn.send_with_data_passthrough(data)
-            for piece in pieces or []:
-                if piece is not region:
-                    self.transport.write(piece)
-                elif not await _send_region(self, message):
-                    return
-        if not message.get("more_body", False):
-            await super().send({"type": "http.response.body", "body": b"", "more_body": False})
+        await _zero_copy_send(self, message, self._send_framed, super().send)
+
+    async def _send_framed(self, message: Any, count: int) -> bool:
+        region = _Region(count)
+        # h11 frames any object with a length (its documented way to sendfile).
+        data = h11.Data(data=region)  # type: ignore[arg-type]
+        for piece in self.conn.send_with_data_passthrough(data) or []:
+            if piece is not region:
+                self.transport.write(piece)
+            elif not await _send_region(self, message):
+                return False
+        return True
 
 
 class ZeroCopyH11Protocol(H11Protocol):
@@ -158,8 +172,8 @@ if HAS_HTTPTOOLS:
             kind = message.get("type")
             if kind == "http.response.start" and not self.response_started:
                 real = self.transport
-                self._held = held = _HeldHead(real)
-                self.transport = held  # type: ignore[assignment]
+                head = self._held = _HeldHead(real)
+                self.transport = head  # type: ignore[assignment]
                 try:
                     await super().send(message)
                 finally:
@@ -180,23 +194,20 @@ if HAS_HTTPTOOLS:
             if kind != ZERO_COPY:
                 await super().send(message)
                 return
-            if not await _ready_for_region(self):
-                return
-            count = int(message.get("count", 0))
-            if count > 0 and self.scope["method"] != "HEAD":
-                if self.chunked_encoding:
-                    self.transport.write(b"%x\r\n" % count)
-                elif count > self.expected_content_length:
-                    raise RuntimeError("Response content longer than Content-Length")
-                else:
-                    self.expected_content_length -= count
-                if not await _send_region(self, message):
-                    return
-                if self.chunked_encoding:
-                    self.transport.write(b"\r\n")
-            if not message.get("more_body", False):
-                await super().send({"type": "http.response.body", "body": b"",
-                                    "more_body": False})
+            await _zero_copy_send(self, message, self._send_framed, super().send)
+
+        async def _send_framed(self, message: Any, count: int) -> bool:
+            if self.chunked_encoding:
+                self.transport.write(b"%x\r\n" % count)
+            elif count > self.expected_content_length:
+                raise RuntimeError("Response content longer than Content-Length")
+            else:
+                self.expected_content_length -= count
+            if not await _send_region(self, message):
+                return False
+            if self.chunked_encoding:
+                self.transport.write(b"\r\n")
+            return True
 
     class ZeroCopyHttpToolsProtocol(httptools_impl.HttpToolsProtocol):
         """uvicorn's httptools protocol whose request cycles are
