@@ -117,6 +117,10 @@ class ZeroCopyH11Protocol(H11Protocol):
             scope.setdefault("extensions", {})[ZERO_COPY] = {}
 
 
+#: Bodies up to this size are joined to their response head (one write); larger ones follow it.
+JOIN_BODY_BYTES = 256 * 1024
+
+
 class _HeldHead:
     """A cycle's transport while its response head waits for the first body bytes: writes are
     kept; :meth:`sending` then makes the next write carry them, :meth:`flush` writes what is
@@ -128,15 +132,15 @@ class _HeldHead:
         self._sending = False
 
     def write(self, data: bytes) -> None:
-        if self._sending and self._parts:
+        if not self._sending:
+            self._parts.append(bytes(data))
+            return
+        if self._parts and len(data) <= JOIN_BODY_BYTES:  # one write; a big body is not copied
             self._parts.append(data)
             data = b"".join(self._parts)
             self._parts = []
-            self._transport.write(data)
-        elif self._sending:
-            self._transport.write(data)
-        else:
-            self._parts.append(bytes(data))
+        self.flush()
+        self._transport.write(data)
 
     def sending(self) -> _HeldHead:
         self._sending = True
