@@ -62,7 +62,6 @@ def test_file_system_types() -> None:
     assert file_system_type(os.getcwd()) is not None
 
 
-
 @pytest.mark.parametrize("fs_type,local", [("ext4", True), ("tmpfs", True), ("nfs4", False),
                                            ("cifs", False), ("fuse.sshfs", False), (None, False)])
 def test_stat_is_local_only_off_the_network(monkeypatch: pytest.MonkeyPatch,
