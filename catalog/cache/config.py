@@ -104,6 +104,17 @@ class CacheConfig(BaseModel):
         default=256, ge=1,
         description="access statistics are written to the index after this many hits (and on "
                     "flush/close)")
+    async_fill_below: float = Field(
+        default=0.5, ge=0, le=1,
+        description="a cold CACHE read of less than this fraction of a block gets its bytes "
+                    "from under storage at once (a ranged read) while the whole block is "
+                    "fetched and cached in the background (0: the reader waits for the block)")
+    async_fill_workers: int = Field(default=2, ge=1, le=64,
+                                    description="background block fills at once")
+    async_fill_queue: int = Field(
+        default=64, ge=0,
+        description="background fills waiting or running at most; past it a partial read is "
+                    "served without caching its block")
 
     @field_validator("tiers")
     @classmethod

@@ -123,6 +123,11 @@ class BlockStore:
         self._by_file: dict[str, dict[int, Block]] = {}
         self._by_uri: dict[str, set[str]] = {}
         self._inflight: dict[str, _Flight] = {}
+        #: Background fills of blocks read in part (``async_fill_below``): started lazily.
+        self._filler: ThreadPoolExecutor | None = None
+        #: Background fills waiting or running.
+        self._fills = 0
+        self._fills_stopped = False
         self._rules: dict[str, Rule] = {}
         self._dirty: dict[str, Block] = {}
         self._tick = 0
@@ -801,6 +806,7 @@ class BlockStore:
             hit: Block | None = None
             flight: _Flight | None = None
             leader = False
+            fill: _Flight | None | bool = False  # False: not a partial read
             with self._lock:
                 b = self._blocks.get(bid)
                 if b is not None:
@@ -813,6 +819,10 @@ class BlockStore:
                         self._drop([b], "unreadable")
                 if hit is not None:
                     self._count_hit(hit, hi - lo, rt)
+                elif rt is not ReadType.NO_CACHE and hi - lo < \
+                        self.config.async_fill_below * length:
+                    # Part of a cold block: this reader's bytes now, the block in the background.
+                    fill = self._schedule_fill(bid)
                 else:
                     flight = self._inflight.get(bid)
                     if flight is None and rt is not ReadType.NO_CACHE:
@@ -847,6 +857,16 @@ class BlockStore:
                         or (promote_after and hit.tier_hits >= promote_after)):
                     self._promote(hit)
                 return
+            if fill is not False:  # a partial read: its range now, the block filled behind it
+                with self._lock:
+                    self._misses += 1
+                try:
+                    data = self._fetch(identity, b_start + lo, b_start + hi, fetch)
+                finally:  # after the reader's own request: the fill never delays it
+                    if isinstance(fill, _Flight):
+                        self._start_fill(fill, identity, idx, bid, length, fetch)
+                yield from self._slices(data, 0, hi - lo, chunk)
+                return
             if flight is None:  # NO_CACHE, nobody fetching it: only the bytes asked for
                 with self._lock:
                     self._misses += 1
@@ -865,9 +885,71 @@ class BlockStore:
             yield from self._slices(data, lo, hi, chunk)
             return
 
+    def _schedule_fill(self, bid: str) -> _Flight | None:
+        """Under the lock: the flight of a new background fill of block ``bid``, None when one
+        is under way already or the fill queue is full (the block is not cached then)."""
+        if bid in self._inflight or self._fills >= self.config.async_fill_queue:
+            return None
+        flight = self._inflight[bid] = _Flight()
+        self._fills += 1
+        return flight
+
+    def _start_fill(self, flight: _Flight, identity: FileIdentity, idx: int, bid: str,
+                    length: int, fetch: Fetch) -> None:
+        """Fetch and cache a whole block in the background; readers of all of it wait on
+        ``flight`` as on any cold fetch."""
+        with self._lock:
+            if self._filler is None and not self._fills_stopped:
+                self._filler = ThreadPoolExecutor(max_workers=self.config.async_fill_workers,
+                                                  thread_name_prefix="block-fill")
+            filler = self._filler
+
+        def run() -> None:
+            try:
+                with self._lock:
+                    closing = self._fills_stopped
+                if closing:
+                    self._abandon(flight, bid, CacheError("the block store is closing"))
+                    return
+                try:
+                    self._lead(flight, identity, idx, bid, length, fetch, count_miss=False)
+                except Exception as e:  # noqa: BLE001 - its reader was served; nobody to tell
+                    log.warning("block store: background fill of block %d of %s failed: %s",
+                                idx, identity.uri, e)
+            finally:
+                with self._lock:
+                    self._fills -= 1
+
+        try:
+            if filler is None:
+                raise RuntimeError("closed")
+            filler.submit(run)
+        except RuntimeError:  # closed meanwhile
+            with self._lock:
+                self._fills -= 1
+            self._abandon(flight, bid, CacheError("the block store is closing"))
+
+    def _abandon(self, flight: _Flight, bid: str, error: BaseException) -> None:
+        with self._lock:
+            if self._inflight.get(bid) is flight:
+                del self._inflight[bid]
+        flight.error = error
+        flight.event.set()
+
+    def wait_fills(self, timeout: float = 60.0) -> bool:
+        """Wait until no background fill is waiting or running; whether that happened."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._fills == 0:
+                    return True
+            time.sleep(0.01)
+        return False
+
     def _lead(self, flight: _Flight, identity: FileIdentity, idx: int, bid: str, length: int,
-              fetch: Fetch) -> bytes:
-        """Fetch a cold block for every reader waiting on ``flight``, and cache it."""
+              fetch: Fetch, *, count_miss: bool = True) -> bytes:
+        """Fetch a cold block for every reader waiting on ``flight``, and cache it (a miss
+        unless a background fill: its reader counted one)."""
         try:
             data = self._fetch(identity, idx * self.block_size, idx * self.block_size + length,
                                fetch)
@@ -888,9 +970,10 @@ class BlockStore:
                 self._inflight.pop(bid, None)
                 flight.event.set()
         with self._lock:
-            self._misses += 1
-            if b is not None:
-                b.dir.tier.misses += 1
+            if count_miss:
+                self._misses += 1
+                if b is not None:
+                    b.dir.tier.misses += 1
         return data
 
     def _fetch(self, identity: FileIdentity, start: int, end: int, fetch: Fetch) -> bytes:
@@ -1195,6 +1278,11 @@ class BlockStore:
         """Write the access statistics and release the directories (idempotent)."""
         if self._closed:
             return
+        with self._lock:
+            self._fills_stopped = True
+            filler, self._filler = self._filler, None
+        if filler is not None:  # fills not started give up; running ones finish first
+            filler.shutdown(wait=True)
         self.flush()
         self._closed = True
         self._release_dirs()

@@ -42,6 +42,10 @@ LAYOUTS = {"1tier": ONE_TIER, "3tier": THREE_TIERS}
 
 
 def config(root: Path, layout: list[tuple[str, list[int]]], **kw: Any) -> CacheConfig:
+    """Tiers of ``layout`` (alias, quotas in blocks). A partial cold read waits for its whole
+    block here (``async_fill_below=0``) unless ``kw`` says otherwise: these tests count fetches
+    exactly; the background fill has tests of its own."""
+    kw.setdefault("async_fill_below", 0)
     tiers = [{"alias": alias,
               "dirs": [{"path": str(root / f"{alias}{i}"), "quota": q * BS}
                        for i, q in enumerate(quotas)]}
@@ -431,6 +435,99 @@ def test_concurrent_readers_of_a_cold_block_fetch_it_once(
     assert results == [src.files[ident.uri]] * 8
     assert sorted(src.calls) == [(ident.uri, 0, BS), (ident.uri, BS, 2 * BS)]
     assert store.cached_blocks(ident) == [0, 1]
+
+
+# -- partial cold reads: the range now, the block in the background -----------------------------
+
+
+def test_partial_cold_read_is_served_at_once_and_its_block_filled_behind(
+        tmp_path: Path, opener: Callable[..., BlockStore], src: Source,
+        layout: list[tuple[str, list[int]]]) -> None:
+    store = opener(config(tmp_path, layout, async_fill_below=0.5))
+    ident = src.put("s3://b/part", 2 * BS)
+    data = src.files[ident.uri]
+    assert store.read(ident, 10, 30, src.fetch(ident.uri)) == data[10:30]
+    assert src.calls[0] == (ident.uri, 10, 30)  # the reader's own range first
+    assert store.wait_fills()
+    assert sorted(src.calls) == [(ident.uri, 0, BS), (ident.uri, 10, 30)]
+    assert store.cached_blocks(ident) == [0]  # block 1 was not read: not fetched
+    s = store.stats()
+    assert (s.hits, s.misses, s.bytes_from_ufs) == (0, 1, 20 + BS)  # one miss, not two
+    assert store.read(ident, 0, BS, no_fetch) == data[:BS]  # a hit now
+    # A read of most of a block waits for all of it, as before.
+    assert store.read(ident, BS + 1, 2 * BS, src.fetch(ident.uri)) == data[BS + 1:]
+    assert src.calls[-1] == (ident.uri, BS, 2 * BS) and store.cached_blocks(ident) == [0, 1]
+
+
+def test_a_whole_block_reader_waits_for_the_background_fill(
+        tmp_path: Path, opener: Callable[..., BlockStore], src: Source) -> None:
+    store = opener(config(tmp_path, ONE_TIER, async_fill_below=0.5))
+    ident = src.put("s3://b/shared", BS)
+    data = src.files[ident.uri]
+    src.delay = 0.3
+    assert store.read(ident, 0, 8, src.fetch(ident.uri)) == data[:8]  # the fill is under way
+    started = time.monotonic()
+    assert store.read(ident, 0, BS, src.fetch(ident.uri)) == data  # waits for that fill
+    assert time.monotonic() - started < 5
+    assert sorted(src.calls) == [(ident.uri, 0, 8), (ident.uri, 0, BS)]  # the block once
+
+
+def test_a_failed_fill_leaves_its_reader_served(
+        tmp_path: Path, opener: Callable[..., BlockStore], src: Source,
+        caplog: pytest.LogCaptureFixture) -> None:
+    store = opener(config(tmp_path, ONE_TIER, async_fill_below=0.5))
+    ident = src.put("s3://b/flaky", BS)
+    data = src.files[ident.uri]
+    fetch = src.fetch(ident.uri)
+
+    def whole_blocks_fail(start: int, end: int) -> bytes:
+        if end - start == BS:
+            raise UfsError("connection reset while reading the whole block")
+        return fetch(start, end)
+
+    with caplog.at_level(logging.WARNING, logger="catalog.cache"):
+        assert store.read(ident, 5, 50, whole_blocks_fail) == data[5:50]
+        assert store.wait_fills()
+    assert store.cached_blocks(ident) == []
+    assert "background fill of block 0" in caplog.text and "connection reset" in caplog.text
+    assert store.read(ident, 0, BS, src.fetch(ident.uri)) == data  # a later read caches it
+    assert store.cached_blocks(ident) == [0]
+
+
+def test_a_full_fill_queue_serves_partial_reads_uncached(
+        tmp_path: Path, opener: Callable[..., BlockStore], src: Source) -> None:
+    store = opener(config(tmp_path, ONE_TIER, async_fill_below=0.5, async_fill_queue=0))
+    ident = src.put("s3://b/busy", BS)
+    assert store.read(ident, 0, 10, src.fetch(ident.uri)) == src.files[ident.uri][:10]
+    assert store.wait_fills()
+    assert src.calls == [(ident.uri, 0, 10)] and store.cached_blocks(ident) == []
+
+
+def test_close_with_fills_waiting_does_not_hang(tmp_path: Path, src: Source) -> None:
+    store = BlockStore(config(tmp_path, [("SSD", [16])], async_fill_below=0.5,
+                              async_fill_workers=1), StateStore(tmp_path / "state"))
+    ident = src.put("s3://b/many", 8 * BS)
+    fetch = src.fetch(ident.uri)
+
+    def slow_blocks(start: int, end: int) -> bytes:
+        if end - start == BS:
+            time.sleep(0.3)
+        return fetch(start, end)
+
+    for i in range(8):  # eight fills, one worker: most still waiting at close
+        assert store.read(ident, i * BS, i * BS + 3, slow_blocks) == \
+            src.files[ident.uri][i * BS:i * BS + 3]
+    started = time.monotonic()
+    store.close()
+    assert time.monotonic() - started < 3  # the running fill finished, the others gave up
+    reopened = BlockStore(config(tmp_path, [("SSD", [16])]), StateStore(tmp_path / "state"))
+    try:
+        cached = reopened.cached_blocks(ident)
+        assert len(cached) < 8  # not all were fetched
+        assert all(reopened.read(ident, i * BS, (i + 1) * BS, no_fetch)
+                   == src.files[ident.uri][i * BS:(i + 1) * BS] for i in cached)
+    finally:
+        reopened.close()
 
 
 def test_a_failed_fetch_reaches_every_waiting_reader(

@@ -80,6 +80,7 @@ def test_read_cached_serves_only_what_is_cached(store: BlockStore, tmp_path: Pat
     assert store.read_cached(ident, 10, 10) == b""
     # One block cached: a range inside it is served, one reaching the next block is not.
     assert store.read(ident, 0, 10, _fetcher(src)) == data[:10]
+    assert store.wait_fills()  # the partial read's block, filled in the background
     after_fill = store.stats()
     assert after_fill.misses == before.misses + 1
     assert store.read_cached(ident, 5, BS) == data[5:BS]
