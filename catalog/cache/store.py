@@ -860,11 +860,12 @@ class BlockStore:
             if fill is not False:  # a partial read: its range now, the block filled behind it
                 with self._lock:
                     self._misses += 1
+                data = b""
                 try:
                     data = self._fetch(identity, b_start + lo, b_start + hi, fetch)
                 finally:  # after the reader's own request: the fill never delays it
                     if isinstance(fill, _Flight):
-                        self._start_fill(fill, identity, idx, bid, length, fetch)
+                        self._start_fill(fill, identity, idx, bid, length, fetch, (lo, data))
                 yield from self._slices(data, 0, hi - lo, chunk)
                 return
             if flight is None:  # NO_CACHE, nobody fetching it: only the bytes asked for
@@ -895,9 +896,10 @@ class BlockStore:
         return flight
 
     def _start_fill(self, flight: _Flight, identity: FileIdentity, idx: int, bid: str,
-                    length: int, fetch: Fetch) -> None:
+                    length: int, fetch: Fetch, served: tuple[int, bytes]) -> None:
         """Fetch and cache a whole block in the background; readers of all of it wait on
-        ``flight`` as on any cold fetch."""
+        ``flight`` as on any cold fetch. ``served``: what the partial reader got (see
+        :meth:`_lead`)."""
         with self._lock:
             if self._filler is None and not self._fills_stopped:
                 self._filler = ThreadPoolExecutor(max_workers=self.config.async_fill_workers,
@@ -912,7 +914,8 @@ class BlockStore:
                     self._abandon(flight, bid, CacheError("the block store is closing"))
                     return
                 try:
-                    self._lead(flight, identity, idx, bid, length, fetch, count_miss=False)
+                    self._lead(flight, identity, idx, bid, length, fetch, count_miss=False,
+                               served=served)
                 except Exception as e:  # noqa: BLE001 - its reader was served; nobody to tell
                     log.warning("block store: background fill of block %d of %s failed: %s",
                                 idx, identity.uri, e)
@@ -947,12 +950,17 @@ class BlockStore:
         return False
 
     def _lead(self, flight: _Flight, identity: FileIdentity, idx: int, bid: str, length: int,
-              fetch: Fetch, *, count_miss: bool = True) -> bytes:
+              fetch: Fetch, *, count_miss: bool = True,
+              served: tuple[int, bytes] | None = None) -> bytes:
         """Fetch a cold block for every reader waiting on ``flight``, and cache it (a miss
-        unless a background fill: its reader counted one)."""
+        unless a background fill: its reader counted one). ``served``: (offset in the block,
+        bytes) a reader already got; the block must hold them, or the file changed in between
+        and nothing is cached."""
         try:
             data = self._fetch(identity, idx * self.block_size, idx * self.block_size + length,
                                fetch)
+            if served is not None and data[served[0]:served[0] + len(served[1])] != served[1]:
+                raise UfsError(f"{identity.uri} changed while block {idx} was being cached")
         except BaseException as e:
             flight.error = e
             with self._lock:

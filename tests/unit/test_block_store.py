@@ -494,6 +494,26 @@ def test_a_failed_fill_leaves_its_reader_served(
     assert store.cached_blocks(ident) == [0]
 
 
+def test_a_file_changed_before_its_fill_is_not_cached(
+        tmp_path: Path, opener: Callable[..., BlockStore], src: Source,
+        caplog: pytest.LogCaptureFixture) -> None:
+    store = opener(config(tmp_path, ONE_TIER, async_fill_below=0.5))
+    ident = src.put("s3://b/moving", BS)
+    old = src.files[ident.uri]
+    fetch = src.fetch(ident.uri)
+
+    def rewritten_after_the_read(start: int, end: int) -> bytes:
+        got = fetch(start, end)
+        src.files[ident.uri] = bytes(255 - b for b in old)  # same size, new bytes
+        return got
+
+    with caplog.at_level(logging.WARNING, logger="catalog.cache"):
+        assert store.read(ident, 100, 200, rewritten_after_the_read) == old[100:200]
+        assert store.wait_fills()
+    assert store.cached_blocks(ident) == []  # never the new bytes under the old identity
+    assert "changed while block 0 was being cached" in caplog.text
+
+
 def test_a_full_fill_queue_serves_partial_reads_uncached(
         tmp_path: Path, opener: Callable[..., BlockStore], src: Source) -> None:
     store = opener(config(tmp_path, ONE_TIER, async_fill_below=0.5, async_fill_queue=0))
