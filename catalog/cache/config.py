@@ -105,10 +105,11 @@ class CacheConfig(BaseModel):
         description="access statistics are written to the index after this many hits (and on "
                     "flush/close)")
     async_fill_below: float = Field(
-        default=0.5, ge=0, le=1,
+        default=0.0, ge=0, le=1,
         description="a cold CACHE read of less than this fraction of a block gets its bytes "
                     "from under storage at once (a ranged read) while the whole block is "
-                    "fetched and cached in the background (0: the reader waits for the block)")
+                    "fetched and cached in the background (0, the default: the reader waits "
+                    "for the block; each partial read is then one request more to the store)")
     async_fill_workers: int = Field(default=2, ge=1, le=64,
                                     description="background block fills at once")
     async_fill_queue: int = Field(

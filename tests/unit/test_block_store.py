@@ -42,10 +42,7 @@ LAYOUTS = {"1tier": ONE_TIER, "3tier": THREE_TIERS}
 
 
 def config(root: Path, layout: list[tuple[str, list[int]]], **kw: Any) -> CacheConfig:
-    """Tiers of ``layout`` (alias, quotas in blocks). A partial cold read waits for its whole
-    block here (``async_fill_below=0``) unless ``kw`` says otherwise: these tests count fetches
-    exactly; the background fill has tests of its own."""
-    kw.setdefault("async_fill_below", 0)
+    """Tiers of ``layout`` (alias, quotas in blocks); ``kw``: other settings."""
     tiers = [{"alias": alias,
               "dirs": [{"path": str(root / f"{alias}{i}"), "quota": q * BS}
                        for i, q in enumerate(quotas)]}
