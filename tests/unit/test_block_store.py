@@ -469,46 +469,46 @@ def test_a_whole_block_reader_waits_for_the_background_fill(
     assert sorted(src.calls) == [(ident.uri, 0, 8), (ident.uri, 0, BS)]  # the block once
 
 
-def test_a_failed_fill_leaves_its_reader_served(
-        tmp_path: Path, opener: Callable[..., BlockStore], src: Source,
-        caplog: pytest.LogCaptureFixture) -> None:
-    store = opener(config(tmp_path, ONE_TIER, async_fill_below=0.5))
-    ident = src.put("s3://b/flaky", BS)
-    data = src.files[ident.uri]
-    fetch = src.fetch(ident.uri)
+@pytest.fixture
+def filling(tmp_path: Path, opener: Callable[..., BlockStore]) -> BlockStore:
+    """A block store with background fills of partial reads."""
+    return opener(config(tmp_path, ONE_TIER, async_fill_below=0.5))
 
-    def whole_blocks_fail(start: int, end: int) -> bytes:
-        if end - start == BS:
-            raise UfsError("connection reset while reading the whole block")
-        return fetch(start, end)
 
+def _read_and_fill(store: BlockStore, ident: FileIdentity, lo: int, hi: int,
+                   fetch: Callable[[int, int], bytes], caplog: pytest.LogCaptureFixture) -> bytes:
+    """A partial read, and its background fill finished (its warnings in ``caplog``)."""
     with caplog.at_level(logging.WARNING, logger="catalog.cache"):
-        assert store.read(ident, 5, 50, whole_blocks_fail) == data[5:50]
+        got = store.read(ident, lo, hi, fetch)
         assert store.wait_fills()
-    assert store.cached_blocks(ident) == []
-    assert "background fill of block 0" in caplog.text and "connection reset" in caplog.text
-    assert store.read(ident, 0, BS, src.fetch(ident.uri)) == data  # a later read caches it
-    assert store.cached_blocks(ident) == [0]
+    return got
 
 
-def test_a_file_changed_before_its_fill_is_not_cached(
-        tmp_path: Path, opener: Callable[..., BlockStore], src: Source,
-        caplog: pytest.LogCaptureFixture) -> None:
-    store = opener(config(tmp_path, ONE_TIER, async_fill_below=0.5))
-    ident = src.put("s3://b/moving", BS)
+@pytest.mark.parametrize("fault,logged", [
+    ("fail", "connection reset"), ("rewrite", "changed while block 0 was being cached")])
+def test_a_fill_gone_wrong_caches_nothing_and_its_reader_is_served(
+        filling: BlockStore, src: Source, caplog: pytest.LogCaptureFixture, fault: str,
+        logged: str) -> None:
+    """``fail``: the whole-block fetch fails; ``rewrite``: the file changes (same size, new
+    bytes) between the partial read and its fill."""
+    ident = src.put(f"s3://b/{fault}", BS)
     old = src.files[ident.uri]
     fetch = src.fetch(ident.uri)
 
-    def rewritten_after_the_read(start: int, end: int) -> bytes:
+    def faulty(start: int, end: int) -> bytes:
+        if fault == "fail" and end - start == BS:
+            raise UfsError("connection reset while reading the whole block")
         got = fetch(start, end)
-        src.files[ident.uri] = bytes(255 - b for b in old)  # same size, new bytes
+        if fault == "rewrite":
+            src.files[ident.uri] = bytes(255 - b for b in old)
         return got
 
-    with caplog.at_level(logging.WARNING, logger="catalog.cache"):
-        assert store.read(ident, 100, 200, rewritten_after_the_read) == old[100:200]
-        assert store.wait_fills()
-    assert store.cached_blocks(ident) == []  # never the new bytes under the old identity
-    assert "changed while block 0 was being cached" in caplog.text
+    assert _read_and_fill(filling, ident, 5, 50, faulty, caplog) == old[5:50]
+    assert filling.cached_blocks(ident) == []  # never the new bytes under the old identity
+    assert "background fill of block 0" in caplog.text and logged in caplog.text
+    if fault == "fail":
+        assert filling.read(ident, 0, BS, src.fetch(ident.uri)) == old  # a later read caches
+        assert filling.cached_blocks(ident) == [0]
 
 
 def test_a_full_fill_queue_serves_partial_reads_uncached(
