@@ -59,6 +59,7 @@ from api.s3.errors import S3Error
 from catalog.cache.model import BlockSegment, FileIdentity, ReadType
 from catalog.exceptions import InvalidInputError, NoSuchPathError
 from catalog.fs.cached import WriteType
+from catalog.fs.local import local_path
 from catalog.fs.namespace import CATALOG_ROOT, Mount, Namespace, NsEntry
 
 #: Bucket and folder of the multipart staging area.
@@ -180,9 +181,7 @@ def _visible_name(name: str) -> bool:
 
 def _local_file(mount: Mount, uri: str) -> str | None:
     """The local path of a ``file:`` URI (None for other storages)."""
-    if not uri.startswith("file:"):
-        return None
-    return "/" + uri[len("file:"):].lstrip("/")
+    return local_path(uri)
 
 
 class _EtagMemo:
@@ -510,8 +509,8 @@ class ObjectStore:
         found = self.memo.get(path, entry.size, entry.mtime_ns)
         if found is not None:
             return found
-        if entry.ufs_uri is not None and entry.ufs_uri.startswith("file:"):
-            local = "/" + entry.ufs_uri[len("file:"):].lstrip("/")
+        local = local_path(entry.ufs_uri) if entry.ufs_uri is not None else None
+        if local is not None:
             try:
                 raw = os.getxattr(local, _XATTR).decode("ascii")
                 etag, size, mtime = raw.rsplit("|", 2)

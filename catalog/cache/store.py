@@ -714,16 +714,27 @@ class BlockStore:
             raise InvalidInputError(f"bad byte range [{start}, {end})")
         end = min(end, identity.size)
         chunk = chunk_size or self.config.read_chunk_bytes
+        for idx, length, lo, hi in self._spans(identity, start, end):
+            yield from self._read_block(identity, idx, length, lo, hi, fetch, rt, chunk,
+                                        segments)
+
+    def _spans(self, identity: FileIdentity, start: int, end: int
+               ) -> Iterator[tuple[int, int, int, int]]:
+        """(block index, block length, [lo, hi) within the block) of each block the bytes
+        ``[start, end)`` of the file cover (``end`` at most its size)."""
         bs = self.block_size
         if start >= end:
             return
         for idx in range(start // bs, (end - 1) // bs + 1):
             b_start = idx * bs
             length = min(bs, identity.size - b_start)
-            lo = max(start, b_start) - b_start
-            hi = min(end, b_start + length) - b_start
-            yield from self._read_block(identity, idx, length, lo, hi, fetch, rt, chunk,
-                                        segments)
+            yield idx, length, max(start, b_start) - b_start, min(end, b_start + length) - b_start
+
+    def _promotes(self, b: Block, rt: ReadType, tier_hits: int) -> bool:
+        """Whether a read of ``b`` that makes its hits in its tier ``tier_hits`` promotes it."""
+        promote_after = self.config.promote_after_accesses
+        return rt is not ReadType.NO_CACHE and b.dir.tier.index > 0 and (
+            rt is ReadType.CACHE_PROMOTE or bool(promote_after and tier_hits >= promote_after))
 
     def read_cached(self, identity: FileIdentity, start: int, end: int,
                     read_type: ReadType | str = ReadType.CACHE) -> bytes | None:
@@ -740,23 +751,16 @@ class BlockStore:
         end = min(end, identity.size)
         if start >= end:
             return b""
-        bs = self.block_size
-        promote_after = self.config.promote_after_accesses
-        first, last = start // bs, (end - 1) // bs
+        spans = list(self._spans(identity, start, end))
         ranges: list[tuple[Block, int, int]] = []
         with self._lock:
-            if len(self._dirty) + last - first + 1 >= self.config.access_flush_every:
+            if len(self._dirty) + len(spans) >= self.config.access_flush_every:
                 return None
-            for idx in range(first, last + 1):
+            for idx, _, lo, hi in spans:
                 b = self._blocks.get(block_id(identity, idx))
-                if b is None:
+                if b is None or self._promotes(b, rt, b.tier_hits + 1):
                     return None
-                if rt is not ReadType.NO_CACHE and b.dir.tier.index > 0 and (
-                        rt is ReadType.CACHE_PROMOTE
-                        or (promote_after and b.tier_hits + 1 >= promote_after)):
-                    return None
-                lo = max(start, idx * bs) - idx * bs
-                ranges.append((b, lo, min(end - idx * bs, b.size)))
+                ranges.append((b, lo, hi))
         pieces: list[bytes] = []
         for b, lo, hi in ranges:
             try:
@@ -800,7 +804,6 @@ class BlockStore:
                     ) -> Iterator[bytes | BlockSegment]:
         bid = block_id(identity, idx)
         b_start = idx * self.block_size
-        promote_after = self.config.promote_after_accesses
         while True:
             fd = -1
             hit: Block | None = None
@@ -852,9 +855,7 @@ class BlockStore:
                 finally:
                     os.close(fd)
                 self._maybe_flush()
-                if rt is not ReadType.NO_CACHE and hit.dir.tier.index > 0 and (
-                        rt is ReadType.CACHE_PROMOTE
-                        or (promote_after and hit.tier_hits >= promote_after)):
+                if self._promotes(hit, rt, hit.tier_hits):
                     self._promote(hit)
                 return
             if fill is not False:  # a partial read: its range now, the block filled behind it

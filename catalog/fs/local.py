@@ -17,6 +17,13 @@ from catalog.exceptions import InvalidInputError, UfsUnavailableError
 from catalog.fs.ufs import ArrowUfs, FileStatus, WriteOnlyStream
 
 
+def local_path(uri: str) -> str | None:
+    """The local path of a ``file:`` URI; None for other storages."""
+    if not uri.startswith("file:"):
+        return None
+    return "/" + uri[len("file:"):].lstrip("/")
+
+
 class LocalUfs(ArrowUfs):
     """The local file system; URIs ``file:///abs/path``. Listing uses ``os.scandir`` (a third
     of pyarrow's cost per directory: sync lists every partition folder)."""
@@ -73,10 +80,7 @@ class LocalUfs(ArrowUfs):
             f.write(data)
 
     def _path(self, uri: str) -> str:
-        if uri.startswith("/"):
-            return uri
-        path = uri[len("file:"):]
-        return "/" + path.lstrip("/")
+        return local_path(uri) or uri
 
     def _uri(self, path: str) -> str:
         return "file://" + ("/" + path.lstrip("/"))

@@ -75,6 +75,7 @@ from catalog.fs.cached import (
     read_type_of,
     write_type_of,
 )
+from catalog.fs.local import local_path
 from catalog.fs.fingerprint import ABSENT, digest_statuses
 from catalog.fs.ufs import (
     UFS_SCHEMES,
@@ -550,12 +551,10 @@ class Namespace:
         return ident
 
     def _stat_is_local(self, m: Mount) -> bool:
-        key = m.ufs_uri
-        local = self._local_stats.get(key)
+        local = self._local_stats.get(m.ufs_uri)
         if local is None:
-            ufs = self.ufs(m)
-            local = self._local_stats[key] = not ufs.remote and m.ufs_uri.startswith(
-                "file:") and stat_is_local("/" + m.ufs_uri[len("file:"):].lstrip("/"))
+            root = local_path(m.ufs_uri)
+            local = self._local_stats[m.ufs_uri] = root is not None and stat_is_local(root)
         return local
 
     def read_cached(self, path: str, identity: FileIdentity, start: int, end: int
